@@ -1,0 +1,25 @@
+"""The ``train:`` section of an experiment (strategy options are validated by the strategy)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    strategy: str = "sandwich"
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(3e-5, ge=0)  # not applied to BN and bias
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    warmup_epochs: float = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)  # default: data.batch_size
+    workers: int = Field(1, ge=1)  # >1: data-parallel under Ray Train
+    use_gpu: bool = False
+    checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = each epoch end
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads per worker
+    options: dict[str, Any] = {}  # strategy-specific, validated by the strategy

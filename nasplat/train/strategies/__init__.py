@@ -1,0 +1,5 @@
+"""Training strategies, registered by the name used in ``train.strategy``."""
+from ._base import STRATEGIES, NoOptions, Phase, StepInfo, StepOutput, Strategy, TrainContext, derived_rng
+from . import sandwich  # noqa: F401
+
+__all__ = ["STRATEGIES", "NoOptions", "Phase", "StepInfo", "StepOutput", "Strategy", "TrainContext", "derived_rng"]

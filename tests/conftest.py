@@ -1,0 +1,36 @@
+"""Shared fixtures: one local Ray instance per test session (never local_mode)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance shared by every test that needs one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    # shut down at session end by pytest's atexit in ray; explicit for clarity
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """Keep torch to the machine's 2 cores inside tests."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
