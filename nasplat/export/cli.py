@@ -1,0 +1,30 @@
+"""``nasplat export EXP [--arch max|min|JSON|@file] [--pareto] [--out DIR]``."""
+from __future__ import annotations
+
+import argparse
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..experiment import load_experiment
+    from .stage import export_archs, parse_arch, pareto_archs
+
+    exp = load_experiment(args.experiment)
+    if args.pareto:
+        archs = pareto_archs(exp)
+    else:
+        archs = [parse_arch(exp, args.arch) if args.arch else parse_arch(exp, exp.config.export.arch, "export.arch")]
+    entries = export_archs(exp, archs, args.out)
+    for e in entries:
+        print(f"{e['id']}  acc {e['accuracy'] * 100:.2f}%  MACs {e['macs'] / 1e6:.2f}M  "
+              f"params {e['params'] / 1e6:.3f}M  -> {(args.out or exp.run_dir / 'export')}/{e['file']}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export subnets to ONNX with a manifest")
+    p.add_argument("experiment")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--arch", help="max, min, an arch JSON object or @file.json (default: export.arch)")
+    g.add_argument("--pareto", action="store_true", help="every subnet of search/pareto.csv")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<name>/export)")
+    p.set_defaults(func=_export)

@@ -1,0 +1,55 @@
+"""``nasplat space info SPACE`` and ``nasplat space sample SPACE -n N``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def _load(spec: str):
+    from pathlib import Path
+
+    from ..experiment import SHIPPED_SPACES
+    from . import load_space
+
+    p = Path(spec)
+    if not p.exists() and not p.suffix and (SHIPPED_SPACES / f"{spec}.yaml").is_file():
+        p = SHIPPED_SPACES / f"{spec}.yaml"
+    return load_space(p)
+
+
+def _info(args: argparse.Namespace) -> int:
+    space = _load(args.space)
+    d = space.describe()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"space      {d['name']} (family {d['family']}, {len(space.params)} choices)")
+    print(f"subnets    {d['archs']:.3e} in all, {d['archs_per_resolution']:.3e} per resolution "
+          f"({len(d['resolutions'])} resolutions {d['resolutions'][0]}..{d['resolutions'][-1]})")
+    print(f"MACs       {d['macs_min'] / 1e6:.2f}M .. {d['macs_max'] / 1e6:.2f}M")
+    print(f"params     {d['params_min'] / 1e6:.3f}M .. {d['params_max'] / 1e6:.3f}M")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    space = _load(args.space)
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.n):
+        print(space.sample(rng).to_json())
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("space", help="inspect a search space")
+    s = p.add_subparsers(dest="space_command", required=True, parser_class=type(p))
+    i = s.add_parser("info", help="family, subnet count, MACs and params range")
+    i.add_argument("space", help="a space YAML file or a shipped space name")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+    q = s.add_parser("sample", help="random archs as JSON lines")
+    q.add_argument("space")
+    q.add_argument("-n", type=int, default=1)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_sample)
