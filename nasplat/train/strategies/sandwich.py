@@ -41,5 +41,5 @@ class Sandwich(Strategy):
             else:
                 loss = soft_target_ce(out, soft)
             loss.backward()
-            total += float(loss)
+            total += loss.item()
         return StepOutput(total / len(archs), archs, None)
