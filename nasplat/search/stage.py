@@ -1,0 +1,187 @@
+"""``nasplat search``: the experiment's search stage, with storage, resume and outputs."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..errors import UserError
+from ..experiment import REPO_ROOT, Experiment
+from ..ui import say
+from .config import SearchConfig
+from .metrics import MetricContext, make_metric, parse_constraint
+from .outputs import pareto_table, write_outputs
+from .runner import Problem, SearchLoop, SearchResult, annotate, fail_stale_trials, \
+    fingerprint, records_from_study
+from .searchers import SEARCHERS
+
+
+def build_problem(exp: Experiment, cfg: SearchConfig | None = None) -> Problem:
+    cfg = cfg or exp.config.search
+    file = str(exp.path)
+    ctx = MetricContext(exp.space, file, "search.objectives", exp, cfg.accuracy, cfg.latency)
+    objectives = [make_metric(n, ctx) for n in cfg.objectives]
+    constraints = [parse_constraint(c, file, f"search.constraints.{i}") for i, c in enumerate(cfg.constraints)]
+    extra = []
+    names = {m.name for m in objectives}
+    for i, c in enumerate(constraints):
+        if c.metric not in names:
+            ctx.field = f"search.constraints.{i}"
+            extra.append(make_metric(c.metric, ctx))
+            names.add(c.metric)
+    SEARCHERS.get(cfg.searcher, file, "search.searcher")
+    return Problem(exp.space, objectives, constraints, extra)
+
+
+def storage_url(exp: Experiment, storage: str | None = None) -> str:
+    url = storage or exp.config.search.storage
+    if url:
+        return url
+    path = (exp.run_dir / "search" / "study.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def ensure_ray(address: str | None, cpus_needed: float) -> bool:
+    """Connect to ``address`` or start a local Ray instance; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    return True
+
+
+def evaluator_init(exp: Experiment, cfg: SearchConfig, weights: Any) -> dict[str, Any]:
+    return {"space": exp.space.config.model_dump(mode="json"), "weights": weights,
+            "data": exp.config.data.model_dump(mode="json"), "base_dir": str(exp.base_dir.resolve()),
+            "calib_images": cfg.calib_images or exp.config.data.calib_images, "calib_batch": cfg.calib_batch,
+            "val_images": cfg.val_images, "threads": max(1, int(cfg.cpus_per_worker))}
+
+
+def load_supernet_weights(exp: Experiment) -> dict[str, Any]:
+    from ..supernet import build_supernet
+    from ..train.checkpoint import load_weights
+    from .evaluator import weights_to_numpy
+
+    path = exp.run_dir / "supernet" / "supernet.safetensors"
+    if not path.exists():
+        raise UserError("no trained supernet; run `nasplat train` first (or use accuracy: predictor)", path)
+    net = build_supernet(exp.space)
+    load_weights(path, net, exp.space.hash())
+    return weights_to_numpy(net)
+
+
+def run_search(exp: Experiment, resume: bool = False, force: bool = False, address: str | None = None,
+               storage: str | None = None, quiet: bool = False, print_table: bool = True) -> SearchResult:
+    cfg: SearchConfig = exp.config.search
+    problem = build_problem(exp, cfg)
+    out_dir = exp.run_dir / "search"
+    url = storage_url(exp, storage)
+    name = exp.config.name
+    fp = fingerprint(problem, cfg)
+    try:
+        existing = name in optuna.get_all_study_names(url)
+    except Exception as e:  # noqa: BLE001 - a bad URL or driver is a user problem
+        raise UserError(f"cannot open the study storage ({type(e).__name__}: {str(e).splitlines()[0]})",
+                        None, "--storage") from None
+    if existing:
+        old = optuna.load_study(study_name=name, storage=url)
+        n_done = len(records_from_study(old, exp.space))
+        if force:
+            optuna.delete_study(study_name=name, storage=url)
+            existing = False
+        elif old.user_attrs.get("nasplat") not in (None, fp):
+            raise UserError(f"the stored study {name!r} was made with other settings "
+                            f"({old.user_attrs.get('nasplat')}); use --force to start over", url, "search")
+        elif n_done < cfg.budget and not resume:
+            raise UserError(f"a partial search exists ({n_done}/{cfg.budget} archs); pass --resume to continue it "
+                            f"or --force to restart", url, None)
+    seed = cfg.seed if cfg.seed is not None else exp.config.seed
+    if existing:
+        seed += len(optuna.load_study(study_name=name, storage=url).trials)  # fresh random stream per resume
+    searcher = SEARCHERS.get(cfg.searcher)(problem, cfg, seed)
+    study = optuna.create_study(storage=url, study_name=name, directions=problem.directions, load_if_exists=True,
+                                sampler=searcher.sampler())
+    study.set_user_attr("nasplat", fp)
+    stale = fail_stale_trials(study)
+    if stale:
+        say(f"search: {stale} trial(s) left running by an interrupted driver marked failed; their archs may be "
+            f"proposed again")
+    known = records_from_study(study, exp.space)
+    if len(known) >= cfg.budget:
+        say(f"search already complete: {len(known)} archs in {url}")
+        records = list(known.values())
+        result = SearchResult(records, annotate(problem, records), problem)
+    else:
+        if known:
+            say(f"resuming search: {len(known)}/{cfg.budget} archs already evaluated")
+        pool = None
+        started = False
+        try:
+            if problem.expensive:
+                weights = load_supernet_weights(exp)
+                started = ensure_ray(address, cfg.workers * cfg.cpus_per_worker)
+                from .evaluator import EvaluatorPool
+
+                pool = EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, weights), cfg.max_restarts,
+                                     cfg.cpus_per_worker)
+            last = [time.monotonic()]
+            loop: SearchLoop
+
+            def on_round() -> None:  # periodic outputs, so a long search can be watched
+                if time.monotonic() - last[0] > 30:
+                    recs = list(loop.known.values())
+                    write_outputs(SearchResult(recs, annotate(problem, recs), problem), out_dir, plot=False)
+                    last[0] = time.monotonic()
+
+            loop = SearchLoop(problem, cfg, study, seed, pool.map if pool else None, on_round, quiet)
+            result = loop.run()
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            if started:
+                import ray
+
+                ray.shutdown()
+    write_outputs(result, out_dir)
+    if print_table:
+        print(pareto_table(result), flush=True)
+    return result
+
+
+def search_done(exp: Experiment) -> bool:
+    """True when the search's outputs exist and cover the budget (for ``nasplat run``)."""
+    out = exp.run_dir / "search"
+    if not (out / "pareto.csv").exists() or not (out / "trials.csv").exists():
+        return False
+    try:
+        url = storage_url(exp)
+        study = optuna.load_study(study_name=exp.config.name, storage=url)
+    except Exception:  # noqa: BLE001
+        return False
+    return len(records_from_study(study, exp.space)) >= exp.config.search.budget
+
+
+def read_pareto_archs(exp: Experiment) -> list[Any]:
+    import csv
+
+    from ..space import Arch
+
+    path = exp.run_dir / "search" / "pareto.csv"
+    if not path.exists():
+        raise UserError("no Pareto front yet; run `nasplat search` first", path)
+    with open(path, newline="") as f:
+        return [exp.space.arch(Arch.from_json(r["arch"]), str(path)) for r in csv.DictReader(f)]
+
+
+def out_path(exp: Experiment) -> Path:
+    return exp.run_dir / "search"
