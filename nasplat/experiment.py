@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .data import DataConfig
 from .errors import UserError
 from .space import SearchSpace, load_space, read_yaml, space_from_dict, validate
+from .search.config import SearchConfig
 from .train.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ class ExperimentConfig(BaseModel):
     hardware: list[str] = []  # hw profile names or paths
     profile: dict[str, Any] = {}
     predictor: dict[str, Any] = {}
-    search: dict[str, Any] = {}
+    search: SearchConfig = SearchConfig()
 
 
 class Experiment:
