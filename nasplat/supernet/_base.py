@@ -26,6 +26,12 @@ class Supernet(nn.Module, ABC):
     def extract(self, arch: Arch) -> nn.Module:
         """A plain static ``nn.Module`` computing ``arch`` with copied weights."""
 
+    def choice_parameters(self, arch: Arch) -> dict:
+        """Per active choice of ``arch``, the weights it uses (see ``supernet/attribution.py``)."""
+        from .attribution import choice_parameters
+
+        return choice_parameters(self, arch)
+
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.space.sample(rng)
 
