@@ -1,0 +1,517 @@
+"""``elasticvit``: complexity-aware and performance-aware sampling (ElasticViT, Tang et
+al., ICCV 2023; official code microsoft/Moonlit ``ElasticViT/models/model.py``).
+
+Complexity-aware sampling
+    The space's MACs range is cut into FLOPs levels ``levels`` (millions of MACs,
+    what ElasticViT and mobile NAS papers call MFLOPs; ElasticViT: 100..500 step 100,
+    700, 900, 1200). A subnet of level T has MACs in [T, T + bound] (ElasticViT:
+    bound = 2 x flops_bound = 20 M). Each step the current level moves by -1, 0 or +1,
+    each with probability 1/3; at the lowest level the moves are {0, 0, +1}, at the
+    highest {-1, 0, 0} (:func:`walk`), so consecutive steps never jump far in model
+    size. Subnets are drawn from per-level pools built once per space with the space's
+    vectorised MACs function (:func:`build_pools`) and cached in
+    ``<run>/supernet/pools.npz`` (written atomically, rebuilt when the space, levels or
+    pool options change).
+
+Performance-aware sampling
+    Per level a memory bank of good subnets (``bank_size`` = 150 entries for levels
+    below ``big_bank_from`` = 500 M, ``big_bank_size`` = 50 above), scored by the
+    no-grad proxy -CE on the current minibatch. A subnet drawn from the pool is
+    offered to the bank after its step: inserted while the bank is not full, else it
+    replaces the worst entry if its score is better (:class:`MemoryBank`). All banks are
+    re-scored on the first minibatch of each epoch (entries whose MACs left the level's
+    range are dropped), the current level's bank every quarter epoch. With probability
+    p_bank (0.2, +0.15 every 100 epochs: ``p_bank``, ``p_bank_step``,
+    ``p_bank_every``) and a bank more than half full, a subnet is drawn from the bank
+    with probability softmax(scores); otherwise up to ``candidates`` (5) subnets are
+    drawn from the pool (one while the bank is less than half full, as in the official
+    code) and the "wider and shallower" one is kept: for each candidate, MACs with its
+    transformer-stage widths replaced by an anchor's minus MACs with its
+    transformer-stage depths replaced by the anchor's, smallest wins (the official
+    ``_importance_comparison``; the anchor is the best subnet of the lowest level's bank,
+    or the space's minimum while that bank is empty or the current level is the lowest).
+
+A step trains ``subnets_per_level`` (3) subnets of the level on the labels
+(label-smoothed CE) and then the level's minimum subnet, which distils from the
+average of their softmax outputs; gradients add up before the one optimizer step.
+The minimum subnet is the space's minimum unless ``min_archs`` names larger ones for
+higher levels (the official config's ``min_archs``: for level T, the first entry
+with T <= up_to + bound, else the last).
+
+Distributed: every random draw comes from ``derived_rng(seed, ...)`` of the step, and
+every score is all-reduced (mean) over the workers before it touches a bank, so all
+workers hold identical banks and train identical subnets.
+
+Deviations (deliberate): the bank score of a just-trained pool subnet is the CE of
+that step's training forward (detached: the same minibatch and weights, train-mode BN,
+so it equals the official extra no-grad forward up to dropout noise) instead of a
+second forward; re-scoring uses a no-grad forward with BN batch statistics, frozen
+running statistics and dropout off. The official training also distils from two
+external ImageNet teachers (not applicable to a user's own data set) and uses AdamW;
+here the loss is label-smoothed CE and the optimizer is the engine's. Works for every
+family whose space has analytic ``macs`` (vectorised ``macs_batch`` when the space has
+one, e.g. ``vit_hybrid``; a per-arch loop otherwise, e.g. ``mbv3``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...errors import UserError
+from ...io import atomic_path
+from ...space import Arch, SearchSpace
+from ...supernet import resize
+from ...ui import progress_bar, say
+from ..losses import label_smoothed_ce, soft_target_ce
+from ._base import STRATEGIES, Phase, StepInfo, StepOutput, Strategy, derived_rng
+
+M = 1e6
+_FIELD = "train.options"
+
+
+class MinArch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    up_to: float = Field(gt=0)  # MMACs
+    arch: dict[str, Any]
+
+
+class ElasticViTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    levels: list[float] | None = None  # MMACs, ascending; None: `num_levels` spread over the space
+    num_levels: int = Field(6, ge=1, le=64)
+    bound: float | None = Field(None, gt=0)  # MMACs; None: 0.2 x the smallest gap between levels
+    pool_size: int = Field(150_000, ge=1)  # archs per level (ElasticViT: 150 000)
+    pool_max_draws: int = Field(20_000_000, ge=1000)  # random archs tried before giving up
+    bank_size: int = Field(150, ge=1)
+    big_bank_size: int = Field(50, ge=1)
+    big_bank_from: float = Field(500, gt=0)  # MMACs: levels at or above use big_bank_size
+    p_bank: float = Field(0.2, ge=0, le=1)
+    p_bank_step: float = Field(0.15, ge=0, le=1)
+    p_bank_every: int = Field(100, ge=1)  # epochs
+    candidates: int = Field(5, ge=1)
+    subnets_per_level: int = Field(3, ge=1)
+    rescores_per_epoch: int = Field(4, ge=0)  # current bank re-scored this often per epoch
+    min_archs: list[MinArch] = []
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("levels must not be empty")
+        if any(b <= a for a, b in zip(v, v[1:])) or v[0] <= 0:
+            raise ValueError(f"levels must be positive and strictly ascending, got {v}")
+        return [float(x) for x in v]
+
+
+# -- the level walk ------------------------------------------------------------------
+def walk(level: int, num_levels: int, rng: np.random.Generator) -> int:
+    """One step of the adjacent level walk: -1/0/+1 uniformly; {0,0,+1} at the lowest
+    level and {-1,0,0} at the highest (with one level: stay)."""
+    if num_levels <= 1:
+        return 0
+    if level <= 0:
+        moves = (0, 0, 1)
+    elif level >= num_levels - 1:
+        moves = (-1, 0, 0)
+    else:
+        moves = (-1, 0, 1)
+    return level + moves[int(rng.integers(3))]
+
+
+# -- memory banks ----------------------------------------------------------------------
+class MemoryBank:
+    """Up to ``capacity`` (code, score) entries; higher score = better (score = -CE)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.codes: list[tuple[int, ...]] = []
+        self.scores: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def half_full(self) -> bool:
+        """More than half full (the official ``len(bank) > size // 2``)."""
+        return len(self.codes) > self.capacity // 2
+
+    def offer(self, code: tuple[int, ...], score: float) -> bool:
+        """Insert while not full, else replace the worst if ``score`` is better; an entry
+        already in the bank gets the new score. Returns whether the bank changed."""
+        code = tuple(int(c) for c in code)
+        if code in self.codes:
+            self.scores[self.codes.index(code)] = float(score)
+            return True
+        if len(self.codes) < self.capacity:
+            self.codes.append(code)
+            self.scores.append(float(score))
+            return True
+        worst = int(np.argmin(self.scores))
+        if self.scores[worst] < score:
+            self.codes[worst], self.scores[worst] = code, float(score)
+            return True
+        return False
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """An entry drawn with probability softmax(scores)."""
+        s = np.asarray(self.scores, dtype=np.float64)
+        p = np.exp(s - s.max())
+        return self.codes[int(rng.choice(len(s), p=p / p.sum()))]
+
+    def best(self) -> tuple[int, ...]:
+        return self.codes[int(np.argmax(self.scores))]
+
+    def keep(self, mask: list[bool]) -> None:
+        self.codes = [c for c, k in zip(self.codes, mask) if k]
+        self.scores = [s for s, k in zip(self.scores, mask) if k]
+
+    def state(self) -> list[list[Any]]:
+        return [[list(c), s] for c, s in zip(self.codes, self.scores)]
+
+    def load(self, entries: list[list[Any]]) -> None:
+        self.codes = [tuple(int(x) for x in c) for c, _ in entries][: self.capacity]
+        self.scores = [float(s) for _, s in entries][: self.capacity]
+
+
+# -- pools -------------------------------------------------------------------------------
+def macs_batch(space: SearchSpace, codes: np.ndarray) -> np.ndarray:
+    """MACs of encoded archs: the space's vectorised function when it has one."""
+    fn = getattr(space, "macs_batch", None)
+    if fn is not None:
+        return np.asarray(fn(codes), dtype=np.int64)
+    return np.array([space.macs(space.decode(c)) for c in codes], dtype=np.int64)
+
+
+def draw_codes(space: SearchSpace, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random encoded archs: half uniform per choice, half "tilted" (each arch
+    draws a size bias b ~ U(0,1) and every choice index from around b x its range), so
+    the small and large ends of the MACs range are reached too."""
+    sizes = np.array([len(p.choices) for p in space.params])
+    out = np.empty((n, len(sizes)), dtype=np.int64)
+    half = n // 2
+    out[:half] = (rng.random((half, len(sizes))) * sizes).astype(np.int64)
+    b = rng.random((n - half, 1))
+    t = b + rng.normal(0.0, 0.2, (n - half, len(sizes)))
+    out[half:] = np.clip((t * sizes).astype(np.int64), 0, sizes - 1)
+    return out
+
+
+def level_ranges(levels: list[float], bound: float) -> list[tuple[float, float]]:
+    """[T, T + bound] in MACs per level."""
+    return [(t * M, (t + bound) * M) for t in levels]
+
+
+def auto_levels(space: SearchSpace, num_levels: int, seed: int) -> list[float]:
+    """``num_levels`` levels evenly spread between the 1st and 99th percentile of the
+    MACs of random archs (MMACs, rounded to 3 significant digits)."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 4242])
+    macs = macs_batch(space, draw_codes(space, rng, 20_000)) / M
+    lo, hi = np.quantile(macs, [0.01, 0.99])
+    if num_levels == 1:
+        vals = [lo]
+    else:
+        gap = (hi - lo) / num_levels
+        vals = [lo + gap * i for i in range(num_levels)]
+    return [float(f"{v:.3g}") for v in vals]
+
+
+def default_bound(levels: list[float]) -> float:
+    gaps = [b - a for a, b in zip(levels, levels[1:])]
+    return 0.2 * (min(gaps) if gaps else levels[0])
+
+
+def build_pools(space: SearchSpace, levels: list[float], bound: float, pool_size: int, seed: int,
+                max_draws: int = 20_000_000, batch: int | None = None, show: bool = True) -> list[np.ndarray]:
+    """Per level up to ``pool_size`` distinct encoded archs with MACs in [T, T + bound],
+    from random draws (:func:`draw_codes`), deterministic in ``seed``."""
+    if batch is None:  # small batches where MACs are computed one arch at a time
+        batch = 20_000 if hasattr(space, "macs_batch") else 500
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 9090])
+    ranges = level_ranges(levels, bound)
+    chunks: list[list[np.ndarray]] = [[] for _ in levels]
+    raw = np.zeros(len(levels), dtype=np.int64)  # rows collected (with duplicates)
+    done = np.zeros(len(levels), dtype=bool)
+    drawn = 0
+    with progress_bar("elasticvit pools", len(levels), show) as bar:
+        while drawn < max_draws and not done.all():
+            codes = draw_codes(space, rng, batch)
+            drawn += batch
+            macs = macs_batch(space, codes)
+            for i, (lo, hi) in enumerate(ranges):
+                if done[i]:
+                    continue
+                sel = codes[(macs >= lo) & (macs <= hi)]
+                if not len(sel):
+                    continue
+                chunks[i].append(sel)
+                raw[i] += len(sel)
+                if raw[i] >= pool_size:  # deduplicate only when there may be enough
+                    merged = np.unique(np.concatenate(chunks[i]), axis=0)
+                    chunks[i], raw[i] = [merged], len(merged)
+                    if len(merged) >= pool_size:
+                        done[i] = True
+                        bar.advance(1)
+    found = []
+    for i, f in enumerate(chunks):
+        if f:
+            merged = np.unique(np.concatenate(f), axis=0)
+            if len(merged) > pool_size:
+                merged = merged[np.sort(rng.choice(len(merged), pool_size, replace=False))]
+            f = [merged]
+        found.append(f)
+    pools = []
+    for i, (t, f) in enumerate(zip(levels, found)):
+        if not f:
+            raise UserError(f"no subnet of the space has MACs in [{t:g}, {t + bound:g}] M "
+                            f"({drawn} random archs tried); change the levels or the bound", None,
+                            f"{_FIELD}.levels")
+        pools.append(f[0])  # np.unique sorts rows: a canonical order
+    return pools
+
+
+def save_pools(path: Path, pools: list[np.ndarray], meta: dict[str, Any]) -> None:
+    arrays = {f"level_{i}": p.astype(np.int16 if p.max() < 32767 else np.int64) for i, p in enumerate(pools)}
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_pools(path: Path, meta: dict[str, Any]) -> list[np.ndarray] | None:
+    """The cached pools if ``path`` holds pools built with the same ``meta``."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["meta"])) != json.loads(json.dumps(meta, sort_keys=True)):
+                return None
+            return [z[f"level_{i}"].astype(np.int64) for i in range(len(meta["levels"]))]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# -- the "wider and shallower" preference -------------------------------------------------
+def preference_names(space: SearchSpace) -> tuple[list[int], list[int]]:
+    """Indices of the width and depth choices the preference compares."""
+    names = [p.name for p in space.params]
+    fn = getattr(space, "preference_names", None)
+    if fn is not None:
+        widths, depths = fn()
+    else:
+        depths = [n for n in names if re.fullmatch(r"d\d+", n)]
+        widths = [n for n in names if re.match(r"w\d", n)] or [n for n in names if re.match(r"e\d", n)]
+    return [names.index(n) for n in widths], [names.index(n) for n in depths]
+
+
+def preference_scores(space: SearchSpace, cands: np.ndarray, anchor: np.ndarray,
+                      widths: list[int], depths: list[int]) -> np.ndarray:
+    """Official ``_importance_comparison``: MACs with the anchor's widths minus MACs with
+    the anchor's depths; the smallest is the widest and shallowest candidate."""
+    a_w, a_d = cands.copy(), cands.copy()
+    a_w[:, widths] = anchor[widths]
+    a_d[:, depths] = anchor[depths]
+    return macs_batch(space, a_w) - macs_batch(space, a_d)
+
+
+@contextmanager
+def scoring_mode(model: nn.Module) -> Iterator[None]:
+    """No grad, BN on batch statistics without touching running stats, dropout off."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            saved.append((m, m.momentum, m.training))
+            m.momentum = 0.0
+            m.train()
+        elif isinstance(m, nn.Dropout):
+            saved.append((m, None, m.training))
+            m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mom, tr in saved:
+            if isinstance(m, _BatchNorm):
+                m.momentum = mom
+            m.train(tr)
+
+
+# -- the strategy -----------------------------------------------------------------------------
+@STRATEGIES.register("elasticvit")
+class ElasticViT(Strategy):
+    name = "elasticvit"
+    Options = ElasticViTOptions
+    options: ElasticViTOptions
+
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
+        o = self.options
+        space = ctx.space
+        self.levels: list[float] = list(o.levels) if o.levels else auto_levels(space, o.num_levels, ctx.seed)
+        self.bound: float = o.bound if o.bound is not None else default_bound(self.levels)
+        self.ranges = level_ranges(self.levels, self.bound)
+        self.banks = [MemoryBank(o.bank_size if t < o.big_bank_from else o.big_bank_size) for t in self.levels]
+        self.level = 0
+        self.pools: list[np.ndarray] | None = None
+        self.widths, self.depths = preference_names(space)
+        self.min_codes = [space.encode(self._min_arch(t)) for t in self.levels]
+
+    # -- setup --------------------------------------------------------------------------
+    def _min_arch(self, level: float) -> Arch:
+        space = self.ctx.space
+        if not self.options.min_archs:
+            return space.min_arch()
+        entries = sorted(self.options.min_archs, key=lambda e: e.up_to)
+        for j, e in enumerate(entries):
+            if level <= e.up_to + self.bound or j == len(entries) - 1:
+                return space.arch(e.arch, f"{_FIELD}.min_archs")
+        raise AssertionError
+
+    def pool_meta(self) -> dict[str, Any]:
+        o = self.options
+        return {"space_hash": self.ctx.space.hash(), "levels": self.levels, "bound": self.bound,
+                "pool_size": o.pool_size, "max_draws": o.pool_max_draws, "seed": self.ctx.seed, "version": 1}
+
+    @property
+    def pools_path(self) -> Path:
+        return Path(self.ctx.run_dir) / "supernet" / "pools.npz"
+
+    def ensure_pools(self) -> list[np.ndarray]:
+        if self.pools is None:
+            meta = self.pool_meta()
+            pools = load_pools(self.pools_path, meta)
+            if pools is None:
+                main = self.ctx.dist.is_main
+                say(f"elasticvit: building arch pools for levels {self.levels} M MACs (bound {self.bound:g} M)", main)
+                pools = build_pools(self.ctx.space, self.levels, self.bound, self.options.pool_size, self.ctx.seed,
+                                    self.options.pool_max_draws, show=main)
+                if main:
+                    save_pools(self.pools_path, pools, meta)
+            self.pools = pools
+        return self.pools
+
+    def phases(self) -> list[Phase]:
+        c = self.ctx.cfg
+        return [Phase("elasticvit", c.epochs, c.lr, c.warmup_epochs,
+                      f"{len(self.levels)} FLOPs levels {self.levels} M MACs",
+                      self.options.subnets_per_level + 1)]
+
+    def begin_phase(self, index: int, phase: Phase) -> None:
+        self.ensure_pools()
+
+    def p_bank(self, epoch: int) -> float:
+        o = self.options
+        return min(1.0, o.p_bank + o.p_bank_step * (epoch // o.p_bank_every))
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _forward(self, code, x: torch.Tensor) -> torch.Tensor:
+        space = self.ctx.space
+        arch = space.decode(code)
+        self.supernet.set_active(arch)
+        return self.model(resize(x, space.resolution(arch)))
+
+    def rescore(self, levels: list[int], x: torch.Tensor, y: torch.Tensor, drop_out_of_range: bool) -> None:
+        """Re-score the banks of ``levels`` on (x, y); scores are all-reduced (mean)."""
+        space = self.ctx.space
+        for li in levels:
+            bank = self.banks[li]
+            if drop_out_of_range and len(bank):
+                macs = macs_batch(space, np.array(bank.codes, dtype=np.int64))
+                lo, hi = self.ranges[li]
+                bank.keep(list((macs >= lo) & (macs <= hi)))
+            if not len(bank):
+                continue
+            scores = torch.empty(len(bank), dtype=torch.float64)
+            with scoring_mode(self.model):
+                for j, code in enumerate(bank.codes):
+                    scores[j] = -float(F.cross_entropy(self._forward(code, x), y))
+            self.ctx.dist.all_reduce_mean(scores)
+            bank.scores = [float(s) for s in scores]
+
+    # -- sampling --------------------------------------------------------------------------
+    def anchor(self) -> np.ndarray:
+        if self.level > 0 and len(self.banks[0]):
+            return np.array(self.banks[0].best(), dtype=np.int64)
+        return self.min_codes[0]
+
+    def draw(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, bool]:
+        """One subnet of the current level: (code, drawn from the bank)."""
+        bank, pool = self.banks[self.level], self.ensure_pools()[self.level]
+        if rng.random() < self.p_bank(epoch) and bank.half_full:
+            return np.array(bank.draw(rng), dtype=np.int64), True
+        n = 1 if len(bank) < bank.capacity // 2 else self.options.candidates
+        cands = pool[rng.integers(len(pool), size=n)]
+        if n == 1:
+            return cands[0], False
+        diffs = preference_scores(self.ctx.space, cands, self.anchor(), self.widths, self.depths)
+        return cands[int(np.argmin(diffs))], False
+
+    # -- the step ----------------------------------------------------------------------------
+    def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, info: StepInfo) -> StepOutput:
+        ctx, space, net = self.ctx, self.ctx.space, self.supernet
+        self.ensure_pools()
+        steps = max(1, len(ctx.data.train) // (x.shape[0] * ctx.dist.world_size))
+        every = max(1, steps // self.options.rescores_per_epoch) if self.options.rescores_per_epoch else 0
+        if info.step == 0:
+            self.rescore(list(range(len(self.levels))), x, y, drop_out_of_range=True)
+        rng = derived_rng(ctx.seed, 0xE7A5, info.phase, info.epoch, info.step)
+        if info.global_step > 0:
+            self.level = walk(self.level, len(self.levels), rng)
+        if every and info.step > 0 and info.step % every == 0:
+            self.rescore([self.level], x, y, drop_out_of_range=False)
+
+        archs: list[Arch] = []
+        probs, total, offered = [], 0.0, []
+        for _ in range(self.options.subnets_per_level):
+            code, from_bank = self.draw(rng, info.epoch)
+            arch = space.decode(code)
+            net.set_active(arch)
+            out = net(resize(x, space.resolution(arch)))
+            loss = label_smoothed_ce(out, y, ctx.cfg.label_smoothing)
+            loss.backward()
+            total += loss.item()
+            probs.append(torch.softmax(out.detach(), dim=1))
+            archs.append(arch)
+            if not from_bank:
+                offered.append((tuple(int(c) for c in code), -float(F.cross_entropy(out.detach(), y))))
+        if offered:
+            scores = ctx.dist.all_reduce_mean(torch.tensor([s for _, s in offered], dtype=torch.float64))
+            for (code, _), s in zip(offered, scores.tolist()):
+                self.banks[self.level].offer(code, s)
+
+        soft = torch.stack(probs).mean(0)
+        arch = space.decode(self.min_codes[self.level])
+        net.set_active(arch)
+        loss = soft_target_ce(net(resize(x, space.resolution(arch))), soft)
+        loss.backward()
+        total += loss.item()
+        archs.append(arch)
+        return StepOutput(total / len(archs), archs, None,
+                          {"level": float(self.level), "bank": float(len(self.banks[self.level]))})
+
+    def end_epoch(self, phase: int, epoch: int) -> dict[str, float]:
+        filled = sum(len(b) for b in self.banks)
+        return {"level": float(self.level), "bank_entries": float(filled), "p_bank": self.p_bank(epoch)}
+
+    # -- resume -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "levels": self.levels, "banks": [b.state() for b in self.banks]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.level = min(int(state.get("level", 0)), len(self.levels) - 1)
+        if [float(t) for t in state.get("levels", [])] == self.levels:
+            for bank, entries in zip(self.banks, state.get("banks", [])):
+                bank.load(entries)

@@ -1,0 +1,256 @@
+"""Strategy elasticvit: the level walk, pools, memory banks, sampling, steps on real data."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nasplat.data import DataConfig, load_data
+from nasplat.errors import UserError
+from nasplat.space import load_space
+from nasplat.train.config import TrainConfig
+from nasplat.train.distributed import Dist
+from nasplat.train.strategies import StepInfo, TrainContext, derived_rng
+from nasplat.train.strategies.elasticvit import (
+    ElasticViT,
+    MemoryBank,
+    build_pools,
+    load_pools,
+    preference_scores,
+    save_pools,
+    walk,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = REPO / "search_spaces" / "elasticvit_small.yaml"
+LEVELS = [4.0, 8.0, 12.0, 16.0]
+BOUND = 0.8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_space(SMALL)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(DataConfig(name="digits", resolution=24, batch_size=32, calib_images=100), 3)
+
+
+def make_strategy(space, data, run_dir, seed=0, **options) -> ElasticViT:
+    opts = {"levels": LEVELS, "bound": BOUND, "pool_size": 300, "bank_size": 8, "big_bank_size": 4,
+            "big_bank_from": 12, **options}
+    cfg = TrainConfig(strategy="elasticvit", epochs=1, lr=0.05, options=opts)
+    ctx = TrainContext(space, data, cfg, seed, Path(run_dir), torch.device("cpu"), Dist())
+    torch.manual_seed(seed)
+    return ElasticViT(ctx, ElasticViT.parse_options(cfg.options))
+
+
+def level_of(macs: float, levels=LEVELS, bound=BOUND) -> int:
+    hits = [i for i, t in enumerate(levels) if t * 1e6 <= macs <= (t + bound) * 1e6]
+    assert len(hits) == 1, (macs, hits)
+    return hits[0]
+
+
+def test_walk_moves_at_most_one_level_and_obeys_end_rules():
+    n = 5
+    level, moves = 0, {0: [], n - 1: [], "mid": []}
+    for step in range(6000):
+        new = walk(level, n, derived_rng(7, step))
+        assert 0 <= new < n and abs(new - level) <= 1
+        moves[level if level in (0, n - 1) else "mid"].append(new - level)
+        level = new
+    assert set(moves[0]) == {0, 1} and set(moves[n - 1]) == {-1, 0} and set(moves["mid"]) == {-1, 0, 1}
+    # at the ends: {0, 0, +1} / {-1, 0, 0}; inside: uniform over -1, 0, +1
+    assert abs(np.mean(np.array(moves[0]) == 0) - 2 / 3) < 0.06
+    assert abs(np.mean(np.array(moves[n - 1]) == 0) - 2 / 3) < 0.06
+    assert abs(np.mean(np.array(moves["mid"]) == 1) - 1 / 3) < 0.04
+    assert walk(0, 1, derived_rng(1)) == 0
+
+
+def test_bank_keeps_the_best_scoring_entries():
+    rng = np.random.default_rng(3)
+    bank = MemoryBank(10)
+    offered = {}
+    for i in range(200):
+        code, score = (i, i % 7), float(rng.normal())
+        offered[code] = score
+        bank.offer(code, score)
+        assert len(bank) == min(i + 1, 10)
+    best = sorted(offered, key=offered.get, reverse=True)[:10]
+    assert set(bank.codes) == set(best)
+    assert bank.best() == best[0]
+    worst_kept = min(bank.scores)
+    assert not bank.offer((999, 0), worst_kept - 1.0) and (999, 0) not in bank.codes
+    assert bank.offer((999, 1), max(bank.scores) + 1.0) and bank.best() == (999, 1)
+    assert bank.offer((999, 1), -50.0) and bank.scores[bank.codes.index((999, 1))] == -50.0  # re-scored in place
+    assert bank.half_full and not MemoryBank(10).half_full
+
+
+def test_bank_draws_with_softmax_of_scores():
+    bank = MemoryBank(3)
+    for code, s in [((0,), 0.0), ((1,), -1.0), ((2,), -2.0)]:
+        bank.offer(code, s)
+    rng = np.random.default_rng(0)
+    draws = [bank.draw(rng)[0] for _ in range(6000)]
+    want = np.exp([0.0, -1.0, -2.0]) / np.exp([0.0, -1.0, -2.0]).sum()
+    got = np.bincount(draws, minlength=3) / len(draws)
+    assert np.abs(got - want).max() < 0.03
+
+
+def test_pools_lie_in_their_levels_and_cache_round_trips(small, tmp_path):
+    pools = build_pools(small, LEVELS, BOUND, 200, seed=1, show=False)
+    assert [len(p) for p in pools] == [200] * len(LEVELS)
+    for t, pool in zip(LEVELS, pools):
+        assert len(np.unique(pool, axis=0)) == len(pool)
+        macs = small.macs_batch(pool)
+        assert macs.min() >= t * 1e6 and macs.max() <= (t + BOUND) * 1e6
+        for code in pool[:: 40]:  # the per-arch cost model agrees
+            assert t * 1e6 <= small.macs(small.decode(code)) <= (t + BOUND) * 1e6
+    again = build_pools(small, LEVELS, BOUND, 200, seed=1, show=False)
+    assert all(np.array_equal(a, b) for a, b in zip(pools, again))
+    meta = {"levels": LEVELS, "bound": BOUND, "space_hash": small.hash()}
+    path = tmp_path / "supernet" / "pools.npz"
+    save_pools(path, pools, meta)
+    back = load_pools(path, meta)
+    assert back is not None and all(np.array_equal(a, b) for a, b in zip(pools, back))
+    assert load_pools(path, {**meta, "bound": 0.5}) is None  # other options: rebuild
+    path.write_bytes(b"not an npz")
+    assert load_pools(path, meta) is None
+    with pytest.raises(UserError) as e:
+        build_pools(small, [1000.0], 1.0, 10, seed=0, max_draws=20000, show=False)
+    assert e.value.field == "train.options.levels"
+
+
+def test_every_sampled_subnet_lies_in_its_level(small, digits, tmp_path):
+    strat = make_strategy(small, digits, tmp_path, p_bank=0.5)
+    strat.ensure_pools()
+    assert (tmp_path / "supernet" / "pools.npz").is_file()
+    rng = np.random.default_rng(0)
+    from_bank = 0
+    for li in range(len(LEVELS)):
+        strat.level = li
+        for _ in range(40):
+            code, b = strat.draw(rng, epoch=0)
+            from_bank += b
+            assert level_of(small.macs(small.decode(code))) == li
+            strat.banks[li].offer(code, float(rng.normal()))
+    assert from_bank > 10  # banks filled up, then half the draws came from them
+    # a fresh strategy on the same run folder reuses the cached pools
+    again = make_strategy(small, digits, tmp_path, p_bank=0.5)
+    mtime = (tmp_path / "supernet" / "pools.npz").stat().st_mtime_ns
+    assert all(np.array_equal(a, b) for a, b in zip(again.ensure_pools(), strat.pools))
+    assert (tmp_path / "supernet" / "pools.npz").stat().st_mtime_ns == mtime
+
+
+def test_preference_picks_wider_and_shallower(small, digits, tmp_path):
+    strat = make_strategy(small, digits, tmp_path)
+    pool = strat.ensure_pools()[2]
+    rng = np.random.default_rng(4)
+    anchor = small.encode(small.min_arch())
+    chosen_w, all_w, chosen_d, all_d = [], [], [], []
+    for _ in range(200):
+        cands = pool[rng.integers(len(pool), size=5)]
+        diffs = preference_scores(small, cands, anchor, strat.widths, strat.depths)
+        pick = cands[int(np.argmin(diffs))]
+        chosen_w.append(pick[strat.widths].sum()), chosen_d.append(pick[strat.depths].sum())
+        all_w.append(cands[:, strat.widths].sum(1).mean()), all_d.append(cands[:, strat.depths].sum(1).mean())
+    assert np.mean(chosen_w) > np.mean(all_w) + 0.3 and np.mean(chosen_d) < np.mean(all_d) - 0.3
+
+
+def test_steps_train_level_subnets_and_min_subnet_and_state_round_trips(small, digits, tmp_path):
+    strat = make_strategy(small, digits, tmp_path, rescores_per_epoch=2)
+    strat.banks[1].offer(tuple(small.encode(small.max_arch())), 5.0)  # out of level 1's range
+    model = strat.model.train()
+    min_id = small.min_arch().id
+    levels = []
+    batches = digits.batches("train", 32, np.arange(32 * 5))
+    for step, (x, y, idx) in enumerate(batches):
+        model.zero_grad(set_to_none=True)
+        out = strat.step(x, y, idx, StepInfo(0, 0, step, step))
+        assert len(out.archs) == 4 and out.archs[3].id == min_id and np.isfinite(out.loss)
+        lv = {level_of(small.macs(a)) for a in out.archs[:3]}
+        assert lv == {strat.level}
+        levels.append(strat.level)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+        if step == 0:
+            assert len(strat.banks[1]) == 0  # epoch-start re-scoring dropped the out-of-range entry
+    assert all(abs(a - b) <= 1 for a, b in zip(levels, levels[1:]))
+    assert sum(len(b) for b in strat.banks) > 0
+    for bank in strat.banks:
+        for code in bank.codes:
+            assert level_of(small.macs(small.decode(code))) == strat.banks.index(bank)
+    state = strat.state_dict()
+    other = make_strategy(small, digits, tmp_path)
+    other.load_state_dict(state)
+    assert other.level == strat.level
+    assert [b.codes for b in other.banks] == [b.codes for b in strat.banks]
+    assert [b.scores for b in other.banks] == [b.scores for b in strat.banks]
+
+
+def test_rescoring_leaves_running_stats_and_orders_by_ce(small, digits, tmp_path):
+    strat = make_strategy(small, digits, tmp_path)
+    pool = strat.ensure_pools()[0]
+    for code in pool[:3]:
+        strat.banks[0].offer(tuple(code), 0.0)
+    x, y, _ = next(digits.batches("train", 32))
+    before = {k: v.clone() for k, v in strat.model.state_dict().items()}
+    strat.rescore([0], x, y, drop_out_of_range=False)
+    after = strat.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "num_batches" not in k)
+    assert all(s < 0 for s in strat.banks[0].scores) and len(set(strat.banks[0].scores)) == 3
+
+
+def test_works_for_mbv3(digits, tmp_path):
+    space = load_space(REPO / "search_spaces" / "ofa_mbv3_digits.yaml")
+    data = load_data(DataConfig(name="digits", resolution=12, batch_size=32, calib_images=100), 1)
+    lo, hi = space.macs(space.min_arch()) / 1e6, space.macs(space.max_arch()) / 1e6
+    levels = [round(lo + (hi - lo) * f, 2) for f in (0.25, 0.45)]
+    strat = make_strategy(space, data, tmp_path, levels=levels, bound=0.3, pool_size=20)
+    for step, (x, y, idx) in enumerate(data.batches("train", 32, np.arange(64))):
+        out = strat.step(x, y, idx, StepInfo(0, 0, step, step))
+        for a in out.archs[:3]:
+            assert level_of(space.macs(a), levels, 0.3) == strat.level
+
+
+def test_train_experiment_runs_elasticvit_on_digits(tmp_path):
+    cfg = yaml.safe_load((REPO / "examples" / "digits_elasticvit.yaml").read_text())
+    cfg["space"] = str(SMALL)
+    cfg["output_dir"] = str(tmp_path / "runs")
+    cfg["data"]["resolution"] = 24
+    cfg["data"]["batch_size"] = 256
+    cfg["train"]["epochs"] = 1
+    cfg["train"]["options"].update(pool_size=100)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(cfg))
+    from nasplat.experiment import load_experiment
+    from nasplat.train.run import train_experiment
+
+    train_experiment(load_experiment(exp))
+    run = tmp_path / "runs" / cfg["name"] / "supernet"
+    assert (run / "supernet.safetensors").is_file() and (run / "pools.npz").is_file()
+    levels, bound = cfg["train"]["options"]["levels"], cfg["train"]["options"]["bound"]
+    rows = list(csv.DictReader((run / "train_log.csv").open()))
+    assert len(rows) == 1437 // 256
+    seq = []
+    for row in rows:
+        macs = [int(m) for m in row["macs"].split(";")]
+        seq.append(level_of(macs[0], levels, bound))
+        assert {level_of(m, levels, bound) for m in macs[:3]} == {seq[-1]}
+    assert all(abs(a - b) <= 1 for a, b in zip(seq, seq[1:]))
+    from nasplat.train.checkpoint import load_checkpoint
+
+    state, _ = load_checkpoint(run / "last.safetensors")
+    assert state["strategy"]["level"] == seq[-1] and sum(len(b) for b in state["strategy"]["banks"]) > 0
