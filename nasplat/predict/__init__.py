@@ -1,0 +1,42 @@
+"""Latency and accuracy predictors (scikit-learn estimator style) and their metrics.
+
+Public API (for the search stage)::
+
+    from nasplat.predict import load_latency_predictor, load_accuracy_predictor
+    lat = load_latency_predictor(exp.run_dir, "local-cpu", exp.space)  # run's own, else shipped
+    ms = lat.predict(archs)                      # np.ndarray of milliseconds, one per Arch
+    acc = load_accuracy_predictor(exp.run_dir, exp.space).predict(archs)  # top-1 in [0, 1]
+
+    from nasplat.predict import LearnedPredictor, regression_metrics
+    p = LearnedPredictor(space).fit(train_archs, train_ms)     # refit in a search loop (LINAS)
+    regression_metrics(test_ms, p.predict(test_archs))         # RMSE, RMSPE, ±5/10%, ρ, τ
+
+Kinds (``predictor.latency`` in the experiment): ``learned`` (regressor on one-hot +
+per-stage MACs/params) and ``lut`` (per-block table measured on the device + fitted
+overhead). Saved as training CSV + JSON hyper-parameters and refit on load — no pickle.
+Imports are lazy so that loading the experiment config stays light.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PredictorConfig": "config", "AccuracyPredictorConfig": "config",
+    "regression_metrics": "metrics", "format_metrics": "metrics",
+    "arch_features": "features",
+    "LearnedPredictor": "learned", "REGRESSORS": "learned",
+    "LUTPredictor": "lut", "LUT_FAMILIES": "lut", "measure_units": "lut",
+    "AccuracyPredictor": "accuracy",
+    "LATENCY_PREDICTORS": "_base", "load_latency_predictor": "_base", "load_accuracy_predictor": "_base",
+    "load_predictor": "_base", "save_predictor": "_base", "predictor_dir": "_base",
+    "fit_latency": "stage", "fit_accuracy": "stage", "fit_and_evaluate": "stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
