@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataConfig
 from .errors import UserError
+from .hw.profile import ProfileStageConfig
+from .predict.config import PredictorConfig
 from .space import SearchSpace, load_space, read_yaml, space_from_dict, validate
 from .search.config import SearchConfig
 from .train.config import TrainConfig
@@ -41,8 +43,8 @@ class ExperimentConfig(BaseModel):
     export: ExportConfig = ExportConfig()
     # Sections owned by later stages; each validates its own mapping.
     hardware: list[str] = []  # hw profile names or paths
-    profile: dict[str, Any] = {}
-    predictor: dict[str, Any] = {}
+    profile: ProfileStageConfig = ProfileStageConfig()
+    predictor: PredictorConfig = PredictorConfig()
     search: SearchConfig = SearchConfig()
 
 
@@ -88,4 +90,8 @@ def load_experiment(path: str | Path) -> Experiment:
     from .train.strategies import STRATEGIES  # validated here so a typo fails before any work
 
     STRATEGIES.get(config.train.strategy, str(path), "train.strategy").parse_options(config.train.options, path)
+    from .hw.profile import load_profile  # a typo in hardware: fails before any work
+
+    for i, spec in enumerate(config.hardware):
+        load_profile(spec, path.parent, path, f"hardware.{i}")
     return Experiment(config, path, space)
