@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._arch import Arch, Value
 from ._base import FAMILIES, Param, SearchSpace, SpaceConfig, conv_out, make_divisible
@@ -105,11 +105,12 @@ class MBV3Config(SpaceConfig):
             raise ValueError(f"resolutions must lie in [8, 1024], got {v[0]}..{v[-1]}")
         return v
 
-    @model_validator(mode="after")
-    def _stages(self) -> "MBV3Config":
-        if not self.stages:
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[StageConfig]) -> list[StageConfig]:
+        if not v:  # a field validator, so the error names the field
             raise ValueError("stages must not be empty")
-        return self
+        return v
 
 
 @dataclass(frozen=True)
