@@ -147,7 +147,8 @@ class Trainer:
             resume_opt = None
             self.save()
             if ctx.dist.is_main:
-                save_weights(self.dir / f"phase_{pi}_{phase.name}.safetensors", self.model, self.meta())
+                save_weights(self.dir / f"phase_{pi}_{phase.name.replace('/', '-')}.safetensors", self.model,
+                             self.meta())
         strat.finish()
         if ctx.dist.is_main:
             self._flush_log()
