@@ -2,7 +2,6 @@
 from ._base import STRATEGIES, NoOptions, Phase, StepInfo, StepOutput, Strategy, TrainContext, derived_rng
 from . import sandwich  # noqa: F401
 from . import progressive_shrinking  # noqa: F401
-from . import progressive_shrinking  # noqa: F401
 from . import uniform, pada  # noqa: F401
 from . import elasticvit  # noqa: F401
 
