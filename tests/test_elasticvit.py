@@ -254,3 +254,63 @@ def test_train_experiment_runs_elasticvit_on_digits(tmp_path):
 
     state, _ = load_checkpoint(run / "last.safetensors")
     assert state["strategy"]["level"] == seq[-1] and sum(len(b) for b in state["strategy"]["banks"]) > 0
+
+
+def _dist_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One of two real torch.distributed (gloo) workers: each trains on its own shard."""
+    import json
+    import os
+
+    import torch.distributed as torch_dist
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch_dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        space = load_space(SMALL)
+        data = load_data(DataConfig(name="digits", resolution=24, batch_size=32, calib_images=100), 3)
+        strat = make_strategy(space, data, Path(out) / f"rank{rank}", p_bank=1.0, bank_size=2, big_bank_size=2,
+                              rescores_per_epoch=4)
+        assert strat.ctx.dist.world_size == world
+        opt = torch.optim.SGD(strat.model.parameters(), lr=0.05)
+        order = np.arange(32 * world * 6)[rank::world]  # different minibatches on each worker
+        ids = []
+        for step, (x, y, idx) in enumerate(data.batches("train", 32, order)):
+            opt.zero_grad(set_to_none=True)
+            res = strat.step(x, y, idx, StepInfo(0, 0, step, step))
+            strat.ctx.dist.average_gradients(strat.model.parameters())
+            opt.step()
+            ids.append([a.id for a in res.archs])
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"ids": ids, "state": strat.state_dict()}))
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_two_workers_hold_the_same_banks_and_draw_the_same_subnets(tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_dist_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert a["ids"] == b["ids"] and a["state"] == b["state"]
+    banks = a["state"]["banks"]
+    assert sum(len(bk) for bk in banks) > 0
+    # once a bank was more than half full, p_bank = 1 drew from it: bank entries were trained
+    bank_ids = {load_space(SMALL).decode(c).id for bk in banks for c, _ in bk}
+    assert bank_ids & {i for step in a["ids"][2:] for i in step[:3]}
+
+
+def test_min_archs_option_picks_the_level_minimum(small, digits, tmp_path):
+    bigger = small.min_arch().replace(r=32, w5=96)
+    strat = make_strategy(small, digits, tmp_path, min_archs=[{"up_to": 4, "arch": dict(small.min_arch())},
+                                                              {"up_to": 12, "arch": dict(bigger)}])
+    ids = [small.decode(c).id for c in strat.min_codes]
+    assert ids == [small.min_arch().id, bigger.id, bigger.id, bigger.id]
+    with pytest.raises(UserError) as e:
+        make_strategy(small, digits, tmp_path, min_archs=[{"up_to": 4, "arch": {"r": 33}}])
+    assert e.value.field.startswith("train.options.min_archs.0")

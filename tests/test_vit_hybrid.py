@@ -62,15 +62,6 @@ def measured_macs(model, x) -> int:
     return fc.get_total_flops() // 2
 
 
-def write_space(tmp_path, **change):
-    data = yaml.safe_load(SMALL.read_text())
-    for k, v in change.items():
-        data[k] = v
-    p = tmp_path / "space.yaml"
-    p.write_text(yaml.safe_dump(data))
-    return p
-
-
 def test_shipped_spaces_describe():
     paper = load_space(SPACES / "elasticvit.yaml")
     d = paper.describe()
@@ -131,7 +122,7 @@ def test_onnx_export_matches_torch_on_20_archs(small, supernet):
     assert exporters
 
 
-def test_paper_space_costs_exact(tmp_path):
+def test_paper_space_costs_exact():
     """The ImageNet-scale space: analytic MACs/params against the measured static net
     (a supernet of the paper's space is 34M parameters: build it once, check 2 archs)."""
     paper = load_space(SPACES / "elasticvit.yaml")

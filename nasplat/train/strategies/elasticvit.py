@@ -375,7 +375,10 @@ class ElasticViT(Strategy):
         entries = sorted(self.options.min_archs, key=lambda e: e.up_to)
         for j, e in enumerate(entries):
             if level <= e.up_to + self.bound or j == len(entries) - 1:
-                return space.arch(e.arch, f"{_FIELD}.min_archs")
+                try:
+                    return space.arch(e.arch)
+                except UserError as err:
+                    raise UserError(err.message, None, f"{_FIELD}.min_archs.{j}.{err.field}") from None
         raise AssertionError
 
     def pool_meta(self) -> dict[str, Any]:
@@ -432,7 +435,7 @@ class ElasticViT(Strategy):
                 bank.keep(list((macs >= lo) & (macs <= hi)))
             if not len(bank):
                 continue
-            scores = torch.empty(len(bank), dtype=torch.float64)
+            scores = torch.empty(len(bank), dtype=torch.float64, device=self.ctx.device)
             with scoring_mode(self.model):
                 for j, code in enumerate(bank.codes):
                     scores[j] = -float(F.cross_entropy(self._forward(code, x), y))
@@ -486,7 +489,8 @@ class ElasticViT(Strategy):
             if not from_bank:
                 offered.append((tuple(int(c) for c in code), -float(F.cross_entropy(out.detach(), y))))
         if offered:
-            scores = ctx.dist.all_reduce_mean(torch.tensor([s for _, s in offered], dtype=torch.float64))
+            scores = ctx.dist.all_reduce_mean(torch.tensor([s for _, s in offered], dtype=torch.float64,
+                                                             device=ctx.device))
             for (code, _), s in zip(offered, scores.tolist()):
                 self.banks[self.level].offer(code, s)
 
