@@ -6,10 +6,11 @@ import importlib
 import sys
 
 from .errors import UserError
-from .experiment import REPO_ROOT
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from .paths import REPO_ROOT
+
     if not (REPO_ROOT / "bench").is_dir():
         raise UserError("benchmarks live in the source checkout's bench/ folder, not found", REPO_ROOT)
     sys.path.insert(0, str(REPO_ROOT))

@@ -19,9 +19,7 @@ from .space import SearchSpace, load_space, read_yaml, space_from_dict, validate
 from .search.config import SearchConfig
 from .train.config import TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_SPACES = REPO_ROOT / "search_spaces"
-SHIPPED_PROFILES = REPO_ROOT / "hw_profiles"
+from .paths import REPO_ROOT, SHIPPED_PROFILES, SHIPPED_SPACES  # noqa: F401  (re-exported)
 
 
 class ExportConfig(BaseModel):

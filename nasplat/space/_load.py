@@ -25,6 +25,8 @@ def read_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
         raise UserError(f"invalid YAML: {problem}", path, where) from None
     except UnicodeDecodeError:
         raise UserError("not a text file", path) from None
+    if data is None:
+        raise UserError("the file is empty", path)
     if not isinstance(data, dict):
         raise UserError(f"expected a mapping at the top level, got {type(data).__name__}", path)
     return data

@@ -10,7 +10,7 @@ import numpy as np
 def _load(spec: str):
     from pathlib import Path
 
-    from ..experiment import SHIPPED_SPACES
+    from ..paths import SHIPPED_SPACES
     from . import load_space
 
     p = Path(spec)
