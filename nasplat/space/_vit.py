@@ -22,10 +22,16 @@ sampler these are per stage (one kernel/expand/MLP ratio/V scale for all blocks 
 stage). Every choice is always active.
 
 Deviations from the official supernet (documented, deliberate): no relative position
-bias / window attention (the paper's final space uses global attention only, window 1),
+bias / window attention (the paper's final space uses global attention only, window 1);
 the transition of every transformer stage is an MBConv (the official code uses a
-depthwise downsampling layer or a projection), and the MLP / attention use one
-activation from the YAML (default h-swish as in the official code).
+depthwise downsampling layer or a projection); the first block of a conv stage has no
+shortcut (the official block adds an avg-pool + 1x1 projection shortcut when the
+stride or width changes); smaller kernels come from OFA's kernel transform
+(``_ops.ElasticDepthwiseConv``, identity at init = the official centre crop); SE
+widths are rounded to multiples of 8 as in ``mbv3``; the MLP / attention use one
+activation from the YAML (default h-swish as in the official code). Middle widths
+make_divisible(round(cin * expand), 8) equal the official cin * expand for the
+shipped spaces (widths are multiples of 8, expands integers).
 
 The cost model is one vectorised function over arrays of choice values, so
 ``macs``/``num_params`` of one arch and :meth:`VitHybridSpace.macs_batch` over
