@@ -314,3 +314,42 @@ def test_min_archs_option_picks_the_level_minimum(small, digits, tmp_path):
     with pytest.raises(UserError) as e:
         make_strategy(small, digits, tmp_path, min_archs=[{"up_to": 4, "arch": {"r": 33}}])
     assert e.value.field.startswith("train.options.min_archs.0")
+
+
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
+    """Kill a run after its step-4 checkpoint (a fault injected into the step), resume:
+    the final weights and banks equal those of the uninterrupted run."""
+    from nasplat.experiment import load_experiment
+    from nasplat.train.checkpoint import load_checkpoint
+    from nasplat.train.run import build_trainer
+
+    cfg = yaml.safe_load((REPO / "examples" / "digits_elasticvit.yaml").read_text())
+    cfg["space"] = str(SMALL)
+    cfg["data"].update(resolution=24, batch_size=256)
+    cfg["train"].update(epochs=1, checkpoint_every=2)
+    cfg["train"]["options"].update(pool_size=100, bank_size=4, big_bank_size=2)
+    finals = []
+    for name in ("straight", "crashed"):
+        cfg["output_dir"] = str(tmp_path / name)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        exp = load_experiment(path)
+        trainer = build_trainer(exp)
+        if name == "crashed":
+            real_step = trainer.strategy.step
+
+            def crash(x, y, idx, info, real_step=real_step):
+                if info.global_step == 4:
+                    raise KeyboardInterrupt("killed")
+                return real_step(x, y, idx, info)
+
+            trainer.strategy.step = crash
+            with pytest.raises(KeyboardInterrupt):
+                trainer.fit()
+            trainer = build_trainer(exp)
+            assert trainer.resume() and trainer.position["global_step"] == 4
+        trainer.fit()
+        finals.append(load_checkpoint(exp.run_dir / "supernet" / "last.safetensors")[0])
+    a, b = finals
+    assert a["strategy"] == b["strategy"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
