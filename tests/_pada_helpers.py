@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from nasplat.data import DataConfig, load_data
@@ -10,6 +11,13 @@ from nasplat.space import space_from_dict
 from nasplat.train.config import TrainConfig
 from nasplat.train.distributed import Dist
 from nasplat.train.strategies import TrainContext
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on 2 shared cores, 2 threads per test process mostly wait."""
+    torch.set_num_threads(1)
+    yield
+
 
 TINY_SPACE = {
     "family": "mbv3", "name": "tiny", "input_channels": 1, "num_classes": 10, "resolutions": [8, 10],
@@ -41,12 +49,13 @@ def tiny_ctx(run_dir: Path, strategy: str = "pada", epochs: int = 3, options: di
                         torch.device("cpu"), Dist())
 
 
-def tiny_experiment_yaml(tmp: Path, strategy: str, epochs: int = 2, options: dict | None = None) -> Path:
+def tiny_experiment_yaml(tmp: Path, strategy: str, epochs: int = 2, options: dict | None = None,
+                         **train) -> Path:
     import yaml
 
     exp = {"name": f"tiny_{strategy}", "seed": 0, "output_dir": str(tmp / "runs"), "space": TINY_SPACE,
            "data": TINY_DATA, "train": {"strategy": strategy, "epochs": epochs, "lr": 0.1,
-                                        "options": options or {}, "threads": 1}}
+                                        "options": options or {}, "threads": 1, **train}}
     path = tmp / f"{strategy}.yaml"
     path.write_text(yaml.safe_dump(exp))
     return path

@@ -11,6 +11,7 @@ from nasplat.train.checkpoint import load_checkpoint
 from nasplat.train.engine import make_trainer
 from nasplat.train.strategies import STRATEGIES, StepInfo
 
+from _pada_helpers import one_thread  # noqa: F401  (autouse: 1 torch thread)
 from _pada_helpers import TINY_SPACE, tiny_ctx, tiny_data
 
 
@@ -25,7 +26,6 @@ def planted_hard_data(n: int = 320, frac: float = 0.2, seed: int = 0) -> tuple[D
 
 
 def test_data_distribution_shifts_toward_the_hard_subset(tmp_path):
-    torch.set_num_threads(1)
     data, hard = planted_hard_data()
     # a near-fixed network (one resolution, depth 1) so it fits the clean labels in seconds
     E = 16
@@ -152,6 +152,6 @@ def test_importance_weights_and_state_roundtrip(tmp_path):
     w = 1.0 / (len(ctx.data.train) * fresh.q[idx.numpy()])
     path_w = np.prod([1.0 / (len(ctx.space.param(c).choices) * fresh.path_distribution(c)[arch[c]])
                       for c in ctx.space.active(arch)])
-    expected = float((plain * torch.as_tensor(w, dtype=plain.dtype)).mean()) * path_w
-    assert float(fresh.loss(out, y, idx, arch)) == pytest.approx(expected, rel=1e-5)
+    expected = float((plain.detach() * torch.as_tensor(w, dtype=plain.dtype)).mean()) * path_w
+    assert float(fresh.loss(out, y, idx, arch).detach()) == pytest.approx(expected, rel=1e-5)
     assert path_w != pytest.approx(1.0)  # p is no longer uniform after one epoch

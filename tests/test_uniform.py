@@ -10,6 +10,7 @@ from nasplat.cli import main
 from nasplat.train.engine import make_trainer
 from nasplat.train.strategies import STRATEGIES, StepInfo
 
+from _pada_helpers import one_thread  # noqa: F401  (autouse: 1 torch thread)
 from _pada_helpers import tiny_ctx, tiny_experiment_yaml
 
 

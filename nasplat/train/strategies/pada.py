@@ -53,6 +53,12 @@ from ...supernet.attribution import ROUTES_THROUGH_ALL, gradient_norms
 from ._base import STRATEGIES, Phase, StepInfo, derived_rng
 from .uniform import SinglePath
 
+def _sha(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
 _STATE_KEYS = ("g", "g_known", "g_sum", "g_cnt", "G", "G_known", "G_sum", "G_cnt")
 
 
@@ -61,6 +67,7 @@ class PADAOptions(BaseModel):
     data_sampling: bool = True  # draw next epoch's indices from q (else: plain shuffles)
     path_sampling: bool = True  # draw subnets from p (else: uniform)
     importance_weights: bool = False  # 1/(N q) and 1/(n p) loss weights (official code: off)
+    trace: bool = False  # each worker writes supernet/pada_trace/rank<r>.jsonl (what it drew, per epoch)
 
 
 @STRATEGIES.register("pada")
@@ -92,6 +99,8 @@ class PADA(SinglePath):
         self.tau = 0.0
         self.q = np.full(self.n_data, 1.0 / self.n_data)
         self.p = self._path_probs(0.0)
+        self._trace: list[str] = []
+        self._trace_epoch: dict[str, Any] = {}
 
     # -- distributions ----------------------------------------------------------------
     def _fill(self, values: torch.Tensor, known: torch.Tensor) -> np.ndarray:
@@ -141,8 +150,13 @@ class PADA(SinglePath):
         if n != self.n_data:
             raise ValueError(f"epoch_order for {n} samples, the strategy holds {self.n_data}")
         if not self.options.data_sampling or self.tau == 0:
-            return super().epoch_order(phase, epoch, n)
-        return derived_rng(self.ctx.seed, 102, phase, epoch).choice(n, size=n, replace=True, p=self.q)
+            order = super().epoch_order(phase, epoch, n)
+        else:
+            order = derived_rng(self.ctx.seed, 102, phase, epoch).choice(n, size=n, replace=True, p=self.q)
+        if self.options.trace:
+            self._trace_epoch = {"phase": phase, "epoch": epoch, "order": _sha(order), "q": _sha(self.q),
+                                 "p": _sha(self.p), "archs": []}
+        return order
 
     def draw(self, info: StepInfo) -> Arch:
         if not self.options.path_sampling:
@@ -153,7 +167,10 @@ class PADA(SinglePath):
             o = self.offset[prm.name]
             pr = self.p[o : o + len(prm.choices)]
             values[prm.name] = prm.choices[int(rng.choice(len(prm.choices), p=pr / pr.sum()))]
-        return self.ctx.space.arch(values)
+        arch = self.ctx.space.arch(values)
+        if self.options.trace and self._trace_epoch:
+            self._trace_epoch["archs"].append(arch.id)
+        return arch
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, arch: Arch) -> torch.Tensor:
         if not self.options.importance_weights:
@@ -199,9 +216,22 @@ class PADA(SinglePath):
             t.zero_()
         tau_next = (epoch + 1) / max(1, self.epochs)
         q = self._data_probs(tau_next)
+        if self.options.trace:
+            self._write_trace(float(seen.double().mean()))
         return {"g_mean": float(self.g[self.g_known > 0].mean()) if seen.any() else 0.0,
                 "seen_frac": float(seen.double().mean()),
                 "q_max_x_N": float(q.max() * self.n_data)}
+
+    def _write_trace(self, seen_frac: float) -> None:
+        import json
+
+        from ...io import write_text
+
+        rank = self.ctx.dist.rank
+        self._trace.append(json.dumps({**self._trace_epoch, "rank": rank, "seen_frac": seen_frac,
+                                       "g": _sha(self.g.numpy()), "G": _sha(self.G.numpy())}))
+        self._trace_epoch = {}
+        write_text(self.ctx.run_dir / "supernet" / "pada_trace" / f"rank{rank}.jsonl", "\n".join(self._trace) + "\n")
 
     # -- checkpoint ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
