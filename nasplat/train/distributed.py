@@ -55,6 +55,24 @@ class Dist:
             torch_dist.broadcast(t, src)
         return t
 
+    def broadcast_buffers(self, module: torch.nn.Module, src: int = 0) -> None:
+        """Give every worker rank ``src``'s buffers (BN running stats, which each worker
+        otherwise accumulates from its own shard), as DDP's ``broadcast_buffers`` does,
+        so replicas stay identical and a checkpoint of rank 0 is the state of all."""
+        if self.world_size == 1:
+            return
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for b in module.buffers():
+            by_dtype.setdefault(b.dtype, []).append(b)
+        for bufs in by_dtype.values():
+            flat = torch.cat([b.reshape(-1) for b in bufs])
+            torch_dist.broadcast(flat, src)
+            offset = 0
+            for b in bufs:
+                n = b.numel()
+                b.copy_(flat[offset : offset + n].view_as(b))
+                offset += n
+
     def barrier(self) -> None:
         if self.world_size > 1:
             torch_dist.barrier()

@@ -130,6 +130,7 @@ class Trainer:
                         if ctx.cfg.grad_clip:
                             torch.nn.utils.clip_grad_norm_(self.model.parameters(), ctx.cfg.grad_clip)
                         self.optimizer.step()
+                        ctx.dist.broadcast_buffers(self.model)  # BN stats: rank 0's, as DDP does
                         self.position.update(phase=pi, epoch=epoch, step=step + 1,
                                              global_step=self.position["global_step"] + 1)
                         self._log(phase.name, epoch, step, out, self.optimizer.param_groups[0]["lr"],
