@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "address", None):  # an unreachable cluster fails before any work
+            from .ray_address import check_address
+
+            check_address(args.address)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"nasplat: error: {e.line()}", file=sys.stderr)

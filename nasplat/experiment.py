@@ -85,7 +85,10 @@ def load_experiment(path: str | Path) -> Experiment:
     data = read_yaml(path, "experiment file")
     config: ExperimentConfig = validate(ExperimentConfig, data, path)
     space = resolve_space(config.space, path.parent, path)
-    from .train.strategies import STRATEGIES  # validated here so a typo fails before any work
+    from .data import DATASETS  # validated here so a typo fails before any work
+    from .train.strategies import STRATEGIES
+
+    DATASETS.get(config.data.name, str(path), "data.name")
 
     STRATEGIES.get(config.train.strategy, str(path), "train.strategy").parse_options(config.train.options, path)
     from .hw.profile import load_profile  # a typo in hardware: fails before any work

@@ -45,15 +45,19 @@ def read_measurements(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in ("macs", "params", "resolution", "batch_size", "runs"):
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"not a readable measurements CSV ({type(e).__name__})", path) from None
+    for i, r in enumerate(rows, start=2):
+        for k, conv in [(k, lambda v: int(float(v))) for k in ("macs", "params", "resolution", "batch_size", "runs")] \
+                + [(k, float) for k in ("latency_ms", "median_ms", "iqr_ms", "mean_ms", "std_ms", "min_ms")]:
             if r.get(k) not in (None, ""):
-                r[k] = int(float(r[k]))
-        for k in ("latency_ms", "median_ms", "iqr_ms", "mean_ms", "std_ms", "min_ms"):
-            if r.get(k) not in (None, ""):
-                r[k] = float(r[k])
+                try:
+                    r[k] = conv(r[k])
+                except (TypeError, ValueError):
+                    raise UserError(f"column {k} is not a number: {r[k]!r}", path, f"line {i}") from None
     return rows
 
 

@@ -98,21 +98,28 @@ def save_predictor(folder: str | Path, predictor: Any, archs: Sequence[Arch], y:
     return folder
 
 
-def load_predictor(folder: str | Path, space: SearchSpace):
-    """Rebuild a saved predictor (refit on its training CSV); checks the space hash."""
+def load_predictor(folder: str | Path, space: SearchSpace, device: str | None = None):
+    """Rebuild a saved predictor (refit on its training CSV); checks the space hash
+    (and, with ``device``, that it was fitted for that device)."""
     folder = Path(folder)
     meta_path = folder / "predictor.json"
     if not meta_path.is_file():
         raise UserError("no fitted predictor here (predictor.json missing)", folder)
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"not valid JSON: {e}", meta_path) from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"not a {FORMAT} file", meta_path, "format")
     if meta.get("space_hash") != space.hash():
         raise UserError(f"predictor was fitted on another search space ({meta.get('space')}, hash "
                         f"{meta.get('space_hash')}; this space {space.hash()})", meta_path, "space_hash")
+    if device is not None and meta.get("device") not in (None, device):
+        raise UserError(f"predictor was fitted for device {meta.get('device')!r}, not {device!r}", meta_path,
+                        "device")
+    for key in ("target", "kind"):
+        if not isinstance(meta.get(key), str):
+            raise UserError("missing or not a string", meta_path, key)
     archs, y = read_training_csv(folder / "train.csv", space, meta["target"])
     params = dict(meta.get("params", {}))
     kind = meta["kind"]
@@ -143,11 +150,11 @@ def load_latency_predictor(run_dir: str | Path | None, device: str, space: Searc
     if run_dir is not None:
         d = predictor_dir(run_dir, device)
         if (d / "predictor.json").is_file():
-            return load_predictor(d, space)
+            return load_predictor(d, space, device)
         tried.append(str(d))
     shipped = SHIPPED_PREDICTORS / space.config.name / device
     if (shipped / "predictor.json").is_file():
-        return load_predictor(shipped, space)
+        return load_predictor(shipped, space, device)
     tried.append(str(shipped))
     raise UserError(f"no latency predictor for device {device!r} (looked in {', '.join(tried)}); run "
                     f"`nasplat profile EXP --device {device}` and `nasplat predictor fit EXP --device {device}`",

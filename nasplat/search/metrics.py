@@ -121,7 +121,12 @@ def _load_measurer(ctx: MetricContext, profile: str) -> Callable[[list[Arch]], S
 
 def make_metric(name: str, ctx: MetricContext) -> Metric:
     kind, _, arg = name.partition("@")
-    return METRICS.get(kind, ctx.file, ctx.field)(arg or None, ctx)
+    try:
+        return METRICS.get(kind, ctx.file, ctx.field)(arg or None, ctx)
+    except UserError as e:
+        if e.file is not None:
+            raise
+        raise UserError(e.message, ctx.file, ctx.field) from None  # name the experiment file and field
 
 
 # -- constraints ------------------------------------------------------------------------

@@ -33,6 +33,9 @@ def build_problem(exp: Experiment, cfg: SearchConfig | None = None) -> Problem:
             extra.append(make_metric(c.metric, ctx))
             names.add(c.metric)
     SEARCHERS.get(cfg.searcher, file, "search.searcher")
+    from .feasibility import check_feasible  # an unsatisfiable constraint fails here, with the closest arch
+
+    check_feasible(exp.space, objectives + extra, constraints, file)
     return Problem(exp.space, objectives, constraints, extra)
 
 

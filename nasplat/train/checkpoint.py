@@ -74,7 +74,13 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise UserError(f"not a readable safetensors checkpoint ({type(e).__name__})", path) from None
     if raw is None:
         raise UserError("not a nasplat checkpoint (no nasplat metadata)", path)
-    return json.loads(raw)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        header = None
+    if not (isinstance(header, dict) and isinstance(header.get("meta"), dict) and "skeleton" in header):
+        raise UserError("corrupt checkpoint: its nasplat metadata is not the expected JSON", path)
+    return header
 
 
 def load_checkpoint(path: str | Path, space_hash: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -18,7 +18,12 @@ from .strategies import TrainContext
 
 def load_experiment_data(exp: Experiment) -> DataBundle:
     cfg = exp.config
-    data = load_data(cfg.data, exp.space.config.input_channels, exp.base_dir)
+    try:
+        data = load_data(cfg.data, exp.space.config.input_channels, exp.base_dir)
+    except UserError as e:
+        if e.file is not None:
+            raise
+        raise UserError(e.message, exp.path, e.field) from None  # name the experiment file
     if data.num_classes != exp.space.config.num_classes:
         raise UserError(f"the space has {exp.space.config.num_classes} classes but data set "
                         f"{cfg.data.name!r} has {data.num_classes}", exp.space.source or exp.path, "num_classes")
