@@ -45,18 +45,22 @@ def parse_arch(exp: Experiment, spec: str | dict[str, Any], source: str = "--arc
     if spec == "min":
         return space.min_arch()
     text = spec
+    file = exp.path if source.startswith("export.") else None  # from the experiment YAML: name it
     if spec.startswith("@"):
         p = Path(spec[1:])
         if not p.is_file():
             raise UserError("arch file not found", p)
-        text, source = p.read_text(), str(p)
+        try:
+            text, source = p.read_text(), str(p)
+        except UnicodeDecodeError:
+            raise UserError("not a text file", p) from None
     try:
         values = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"not valid JSON ({e.msg})", None, source) from None
+        raise UserError(f"not valid JSON ({e.msg})", file, source) from None
     if not isinstance(values, dict):
-        raise UserError("an arch must be a JSON object of choice -> value", None, source)
-    return space.arch(values, source)
+        raise UserError("an arch must be a JSON object of choice -> value", file, source)
+    return space.arch(values, f"{file}: {source}" if file else source)
 
 
 def versions() -> dict[str, str]:
