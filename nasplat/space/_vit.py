@@ -6,7 +6,9 @@ Structure (ElasticViT, Tang et al. ICCV 2023; official code microsoft/Moonlit):
   depthwise-separable blocks (3x3 depthwise + 1x1) at the same width;
 * stages, MBConv (``type: conv``) stages first, then transformer stages;
   a conv stage is ``d`` MBConv blocks (block 0 carries the stride and changes the
-  width, the others are residual) with one kernel and one expand ratio per stage;
+  width, with the official shortcut: identity when the shapes agree, else 2x2 average
+  pooling when strided and a 1x1 projection when the widths differ; the others are
+  residual) with one kernel and one expand ratio per stage;
   a transformer stage is a transition MBConv (kernel ``down_kernel``, expand
   ``down_expand``, the stage stride) followed by ``d`` pre-norm transformer blocks on
   the flattened feature map: global multi-head self-attention (heads = width /
@@ -24,9 +26,7 @@ stage). Every choice is always active.
 Deviations from the official supernet (documented, deliberate): no relative position
 bias / window attention (the paper's final space uses global attention only, window 1);
 the transition of every transformer stage is an MBConv (the official code uses a
-depthwise downsampling layer or a projection); the first block of a conv stage has no
-shortcut (the official block adds an avg-pool + 1x1 projection shortcut when the
-stride or width changes); smaller kernels come from OFA's kernel transform
+depthwise downsampling layer or a projection) without a shortcut; smaller kernels come from OFA's kernel transform
 (``_ops.ElasticDepthwiseConv``, identity at init = the official centre crop); SE
 widths are rounded to multiples of 8 as in ``mbv3``; the MLP / attention use one
 activation from the YAML (default h-swish as in the official code). Middle widths
@@ -362,6 +362,8 @@ class VitHybridSpace(SearchSpace):
             if isinstance(s, ConvStageConfig):
                 k, e = i64(v[f"k{i}"]), np.asarray(v[f"e{i}"], dtype=np.float64)
                 m0, p0, out = mbconv_costs(size, cin, mid_channels(cin, e), w, k, s.stride, s.se)
+                proj = cin != w  # the first block's 1x1 projection shortcut
+                m0, p0 = m0 + np.where(proj, out * out * cin * w, 0), p0 + np.where(proj, cin * w, 0)
                 m1, p1, _ = mbconv_costs(out, w, mid_channels(w, e), w, k, 1, s.se)
                 costs.append((m0 + (d - 1) * m1, p0 + (d - 1) * p1))
             else:

@@ -92,6 +92,24 @@ class TransformerStage(nn.Module):
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
+class ShortcutMBConv(nn.Module):
+    """An MBConv whose input and output shapes differ, plus the official ElasticViT
+    shortcut: 2x2 average pooling when strided, a 1x1 projection when widths differ."""
+
+    def __init__(self, block: MBConv, stride: int, proj: nn.Module | None):
+        super().__init__()
+        self.block, self.stride, self.proj = block, stride, proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + shortcut(x, self.stride, self.proj)
+
+
+def shortcut(x: torch.Tensor, stride: int, proj) -> torch.Tensor:
+    if stride > 1:
+        x = F.avg_pool2d(x, stride, padding=0 if x.shape[-1] % 2 == 0 else 1)
+    return proj(x) if proj is not None else x
+
+
 class VitHybridNet(nn.Module):
     """A static hybrid subnet; ``resolution`` is the input size it was chosen for."""
 
@@ -240,12 +258,17 @@ class ElasticTransformerBlock(nn.Module):
 class ElasticMBConvV(nn.Module):
     """MBConv with elastic input width (from the input), output width, kernel and expand.
 
-    ``expand == 0`` makes the depthwise-separable block of the stem (no expand conv)."""
+    ``expand == 0`` makes the depthwise-separable block of the stem (no expand conv).
+    ``residual``: identity shortcut (input and output shapes always agree);
+    ``projection``: the official ElasticViT shortcut of a stage's first block, identity
+    when the active shapes agree, else 2x2 average pooling (strided) and a 1x1 conv
+    over the first channels (widths differ)."""
 
     def __init__(self, cin_max: int, cout_max: int, kernels: list[int], expand_max: float, stride: int,
-                 se: bool, act: str, residual: bool):
+                 se: bool, act: str, residual: bool, projection: bool = False):
         super().__init__()
         self.stride, self.act, self.residual = stride, act, residual
+        self.shortcut_conv = ElasticConv1x1(cin_max, cout_max) if projection else None
         self.has_expand = expand_max > 0
         mid_max = _mid(cin_max, expand_max) if self.has_expand else cin_max
         self.expand_conv = ElasticConv1x1(cin_max, mid_max) if self.has_expand else None
@@ -269,13 +292,22 @@ class ElasticMBConvV(nn.Module):
         if self.se is not None:
             y = self.se(y)
         y = self.project_bn(self.project(y, self.cout))
-        return x + y if self.residual else y
+        if self.residual:
+            return x + y
+        if self.shortcut_conv is None:
+            return y
+        cin = x.shape[1]
+        if self.stride == 1 and cin == self.cout:
+            return x + y
+        proj = (lambda t: self.shortcut_conv(t, self.cout)) if cin != self.cout else None
+        return y + shortcut(x, self.stride, proj)
 
-    def to_static(self, cin: int) -> MBConv:
+    def to_static(self, cin: int) -> nn.Module:
         mid = _mid(cin, self.expand) if self.has_expand else 0
         c_dw = mid or cin
+        identity = self.residual or (self.shortcut_conv is not None and self.stride == 1 and cin == self.cout)
         spec = BlockSpec(cin, mid, self.cout, self.kernel, self.stride, _se(c_dw) if self.se is not None else 0,
-                         self.act, self.residual, 0)
+                         self.act, identity, 0)
         block = MBConv(spec)
         if self.has_expand:
             block.expand[0] = self.expand_conv.to_static(cin, mid)
@@ -286,7 +318,10 @@ class ElasticMBConvV(nn.Module):
             block.se = self.se.to_static(c_dw)
         block.project[0] = self.project.to_static(c_dw, self.cout)
         block.project[1] = self.project_bn.to_static(self.cout)
-        return block
+        if identity or self.shortcut_conv is None:
+            return block
+        proj = self.shortcut_conv.to_static(cin, self.cout) if cin != self.cout else None
+        return ShortcutMBConv(block, self.stride, proj)
 
 
 class ElasticConvStage(nn.Module):
@@ -295,7 +330,7 @@ class ElasticConvStage(nn.Module):
         w = max(cfg.widths)
         self.blocks = nn.ModuleList(
             ElasticMBConvV(cin_max if j == 0 else w, w, cfg.kernels, max(cfg.expands),
-                           cfg.stride if j == 0 else 1, cfg.se, cfg.act, residual=j > 0)
+                           cfg.stride if j == 0 else 1, cfg.se, cfg.act, residual=j > 0, projection=j == 0)
             for j in range(max(cfg.depths)))
         self.depth = max(cfg.depths)
 
