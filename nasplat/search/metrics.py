@@ -92,31 +92,34 @@ def _latency(arg: str | None, ctx: MetricContext) -> Metric:
 
 
 def _load_predictor(ctx: MetricContext, what: str, profile: str | None) -> Callable[[list[Arch]], Sequence[float]]:
-    """A function archs -> predictions from [latency]'s ``nasplat.predict`` API."""
-    try:
-        from .. import predict as P
-    except ImportError:
-        raise UserError(f"{what} predictors are not available (nasplat.predict is missing)",
-                        ctx.file, ctx.field) from None
-    if ctx.exp is None:
-        raise UserError(f"a {what} predictor needs an experiment", ctx.file, ctx.field)
-    loader = getattr(P, "load_predictor_for", None) or getattr(P, "load_predictor", None)
-    if loader is None:
-        raise UserError(f"nasplat.predict has no predictor loader for {what}", ctx.file, ctx.field)
-    pred = loader(ctx.exp, profile if what == "latency" else "accuracy")
-    return lambda archs: pred.predict_archs(archs) if hasattr(pred, "predict_archs") else pred.predict(archs)
+    """archs -> predictions, from [latency]'s ``nasplat.predict`` (the run's own
+    predictor, else a shipped one for this space)."""
+    from .. import predict as P
+
+    run_dir = ctx.exp.run_dir if ctx.exp is not None else None
+    if what == "latency":
+        from ..hw.stage import experiment_profile
+
+        name = experiment_profile(ctx.exp, profile).name if ctx.exp is not None else profile
+        pred = P.load_latency_predictor(run_dir, name, ctx.space)
+    else:
+        if run_dir is None:
+            raise UserError("an accuracy predictor needs an experiment", ctx.file, ctx.field)
+        pred = P.load_accuracy_predictor(run_dir, ctx.space)
+    return lambda archs: np.asarray(pred.predict(list(archs)), dtype=float)
 
 
 def _load_measurer(ctx: MetricContext, profile: str) -> Callable[[list[Arch]], Sequence[float]]:
-    try:
-        from ..hw import measure as M
-    except ImportError:
-        raise UserError("latency measurement is not available (nasplat.hw is missing)", ctx.file, ctx.field) from None
-    fn = getattr(M, "measure_archs", None)
-    if fn is None or ctx.exp is None:
-        raise UserError("measured latency needs nasplat.hw.measure.measure_archs and an experiment",
-                        ctx.file, ctx.field)
-    return lambda archs: fn(ctx.exp, profile, archs)
+    """archs -> measured latency (ms) on ``profile`` through ``nasplat.hw`` (export to
+    ONNX, time in onnxruntime by the profile's protocol). Slow: for small budgets."""
+    if ctx.exp is None:
+        raise UserError("measured latency needs an experiment", ctx.file, ctx.field)
+    from ..hw.measure import measure_archs
+    from ..hw.stage import experiment_profile
+
+    prof = experiment_profile(ctx.exp, profile)
+    protocol = ctx.exp.config.profile.protocol_for(prof)
+    return lambda archs: [r["latency_ms"] for r in measure_archs(ctx.space, list(archs), prof, protocol=protocol)]
 
 
 def make_metric(name: str, ctx: MetricContext) -> Metric:
