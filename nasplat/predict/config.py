@@ -1,7 +1,7 @@
 """The experiment's ``predictor:`` section (``nasplat predictor fit``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,9 @@ class AccuracyPredictorConfig(_Strict):
 class PredictorConfig(_Strict):
     latency: str = "learned"  # a name in LATENCY_PREDICTORS: "learned" or "lut"
     options: dict[str, Any] = {}  # hyper-parameters of the latency predictor
+    # which latency statistic to fit: the profile's (the latency_ms column) or one
+    # recomputed from the raw samples; a low percentile is robust to a busy machine
+    statistic: Literal["profile", "median", "mean", "min", "p10", "p25"] = "profile"
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # held out for the reported metrics
     seed: int | None = None  # default: the experiment's seed
     accuracy: AccuracyPredictorConfig = AccuracyPredictorConfig()

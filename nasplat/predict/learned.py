@@ -68,11 +68,15 @@ class _Residual:
 
 
 class LearnedPredictor:
-    """Regressor on ``arch_features``; ``log_target`` fits log(y) (relative errors)."""
+    """Regressor on ``arch_features``; ``log_target`` fits log(y) (relative errors).
+
+    Default: gradient-boosted trees on log latency — the best of ridge / random forest /
+    boosted trees / ridge + boosted residuals on this project's measurements (see
+    bench/RESULTS.md, latency_predictor)."""
 
     kind = "learned"
 
-    def __init__(self, space: SearchSpace, model: str = "ridge+gbrt", log_target: bool = True,
+    def __init__(self, space: SearchSpace, model: str = "gbrt", log_target: bool = True,
                  costs: bool = True, random_state: int = 0, **model_options: Any):
         self.space = space
         self.model = model

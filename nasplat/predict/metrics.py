@@ -20,8 +20,8 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
         "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
         "rmspe": float(np.sqrt(np.nanmean(rel**2)) * 100),
         "mape": float(np.nanmean(np.abs(rel)) * 100),
-        "within_5pct": float(np.mean(np.abs(rel) <= 0.05) * 100),
-        "within_10pct": float(np.mean(np.abs(rel) <= 0.10) * 100),
+        "within_5pct": float(np.mean(np.abs(rel) <= 0.05 + 1e-9) * 100),
+        "within_10pct": float(np.mean(np.abs(rel) <= 0.10 + 1e-9) * 100),
     }
     if len(t) > 2 and np.ptp(t) > 0 and np.ptp(p) > 0:
         out["spearman"] = float(spearmanr(t, p).statistic)

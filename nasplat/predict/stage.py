@@ -43,6 +43,16 @@ def lut_table(space: SearchSpace, profile, cache: Path, protocol=None, address: 
     return table
 
 
+def latency_target(rows: list[dict], statistic: str = "profile") -> np.ndarray:
+    """Per-row latency: the profile's statistic (``latency_ms``) or one recomputed from
+    the raw samples (``median``, ``mean``, ``min``, ``p10``, ``p25``)."""
+    if statistic == "profile":
+        return np.array([r["latency_ms"] for r in rows], dtype=np.float64)
+    fn = {"median": np.median, "mean": np.mean, "min": np.min,
+          "p10": lambda s: np.percentile(s, 10), "p25": lambda s: np.percentile(s, 25)}[statistic]
+    return np.array([fn(np.array(r["samples_ms"].split(), dtype=np.float64)) for r in rows])
+
+
 def fit_and_evaluate(space: SearchSpace, kind: str, archs: Sequence[Arch], y: np.ndarray, test_fraction: float,
                      seed: int, options: dict[str, Any] | None = None, table: dict[str, float] | None = None):
     """Fit ``kind`` on the training split; returns (predictor, train idx, test idx, metrics)."""
@@ -56,7 +66,8 @@ def fit_and_evaluate(space: SearchSpace, kind: str, archs: Sequence[Arch], y: np
 
 
 def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, Any] | None = None,
-                test_fraction: float | None = None, address: str | None = None, quiet: bool = False) -> dict:
+                test_fraction: float | None = None, address: str | None = None, quiet: bool = False,
+                statistic: str | None = None) -> dict:
     """Fit and save the latency predictor of ``device``; returns its held-out metrics."""
     from ..hw.stage import experiment_profile, measurements_path, read_measurements, profile_dir
 
@@ -71,7 +82,7 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
     if len(rows) < 4:
         raise UserError(f"{len(rows)} measurements; at least 4 are needed (run `nasplat profile` first)", path)
     archs = [exp.space.arch(json.loads(r["arch"]), str(path)) for r in rows]
-    y = np.array([r["latency_ms"] for r in rows], dtype=np.float64)
+    y = latency_target(rows, cfg.statistic if statistic is None else statistic)
     table = None
     if kind == "lut":
         table = lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / "lut_units.json",
@@ -80,7 +91,7 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
     out = predictor_dir(exp.run_dir, profile.name)
     save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="latency_ms",
                    extra={"device": profile.name, "metrics": metrics, "n_test": int(len(te)),
-                          "measurements": str(path)})
+                          "measurements": str(path), "statistic": cfg.statistic if statistic is None else statistic})
     if len(te):
         p = pred.predict([archs[i] for i in te])
         (out / "test.csv").unlink(missing_ok=True)
