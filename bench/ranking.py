@@ -189,6 +189,12 @@ def _tune_trial(config: dict[str, Any]) -> None:
     try:
         fn = train_standalone if job["kind"] == "standalone" else train_supernet
         result = fn(job)
+        if job.get("key") is not None and Path(job["cache"]).parent.is_dir():
+            # cache at once where the output folder is visible (a killed bench keeps what finished)
+            from nasplat.io import write_json
+
+            write_json(job["cache"], {**result, "key": job["key"],
+                                      **({"planned": job["planned"]} if "planned" in job else {})})
     except Exception as e:  # reported, not raised: one failing strategy must not stop the bench
         result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     tune.report({"result": json.dumps(result)})
@@ -396,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             sa_jobs.append({**common, "kind": "standalone", "arch": dict(a), "seed": s,
                             "epochs": args.standalone_epochs, "lr": args.standalone_lr,
                             "weight_decay": train.get("weight_decay", 3e-5),
-                            "label_smoothing": train.get("label_smoothing", 0.1), "cache": str(f)})
+                            "label_smoothing": train.get("label_smoothing", 0.1), "cache": str(f),
+                            "key": key})
     # supernets --------------------------------------------------------------------------
     sn_dir = out / "supernets"
     sn_dir.mkdir(exist_ok=True)
@@ -418,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             sn_jobs.append({**common, "kind": "supernet", "variant": v, "seed": s, "train": tr,
                             "archs": [dict(a) for a in archs], "calib_images": args.calib_images,
                             "run_dir": str((sn_dir / f"{v}_s{s}").resolve()), "planned": planned,
-                            "cache": str(f)})
+                            "cache": str(f), "key": {**key, "archs": [a.id for a in archs]}})
     todo = len(sa_jobs) + len(sn_jobs)
     say(f"  cached: {len(sa_results)} stand-alone, {len(sn_results)} supernet; to run: {len(sa_jobs)} "
         f"stand-alone, {len(sn_jobs)} supernet trials")
