@@ -109,7 +109,7 @@ class SearchSpace(ABC):
                     raise UserError(
                         f"{v!r} is not one of {list(p.choices)}", where, f"arch.{p.name}"
                     )
-                full[p.name] = v
+                full[p.name] = p.choices[p.choices.index(v)]  # 4.0 -> 4: one id per network
             else:
                 full[p.name] = p.choices[0]
         act = self.active(full)
