@@ -241,3 +241,16 @@ def test_k1_is_full_width_mixed_op():
     out.sum().backward()
     assert all(p.grad is not None for p in net.arch_parameters())
     assert net.cells[0].edge_ops[0]["sep_conv_3x3"].body[0].in_channels == 8
+
+
+def test_pada_attribution_maps_edges_to_their_op_weights():
+    from nasplat.supernet.attribution import choice_parameters
+
+    space = tiny()
+    net = build_supernet(space)
+    arch = space.arch({p.name: ("sep_conv_3x3" if p.name == "n0_0" else "max_pool_3x3") for p in space.params})
+    cp = choice_parameters(net, arch)
+    want = {id(p) for c in net.cells if hasattr(c, "ops") and c.cp.kind == "normal"
+            for p in c.ops[0]["sep_conv_3x3"].parameters()}
+    assert {id(p) for p in cp["n0_0"]} == want and want
+    assert len(cp["n0_1"]) == len(list(net.parameters()))  # parameter-free op: whole subnet

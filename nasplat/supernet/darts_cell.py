@@ -607,3 +607,24 @@ class PCDartsNetwork(nn.Module):
     def genotype(self) -> Genotype:
         betas = dict(self.betas) if self.edge_normalization else None
         return derive_genotype(self.space, dict(self.alphas), betas)
+
+
+# -- PA&DA path attribution: the weights each edge's chosen op used ---------------------------
+from .attribution import CHOICE_PARAMETERS  # noqa: E402
+
+
+@CHOICE_PARAMETERS.register("darts_cell")
+def _darts_choice_parameters(net: DartsSupernet, arch: Arch) -> dict[str, list[torch.Tensor]]:
+    """Per edge choice: the parameters of its op in every cell of that type. Parameter-free
+    ops (pooling, identity, none) map to nothing, so attribution gives them the whole
+    active subnet's gradient norm (see ``attribution``)."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for cp, cell in zip(net.space.plan(), net.cells):
+        if not isinstance(cell, SinglePathCell):
+            continue
+        for e, (j, i) in enumerate(cell.edges):
+            name = net.space.edge_name(cp.kind, j, i)
+            op = str(arch[name])
+            if op in cell.ops[e]:
+                out.setdefault(name, []).extend(cell.ops[e][op].parameters())
+    return out
