@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             sa_jobs.append({**common, "kind": "standalone", "arch": dict(a), "seed": s,
                             "epochs": args.standalone_epochs, "lr": args.standalone_lr,
                             "weight_decay": train.get("weight_decay", 3e-5),
-                            "label_smoothing": train.get("label_smoothing", 0.1), "cache": str(f),
+                            "label_smoothing": train.get("label_smoothing", 0.1), "cache": str(f.resolve()),
                             "key": key})
     # supernets --------------------------------------------------------------------------
     sn_dir = out / "supernets"
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             sn_jobs.append({**common, "kind": "supernet", "variant": v, "seed": s, "train": tr,
                             "archs": [dict(a) for a in archs], "calib_images": args.calib_images,
                             "run_dir": str((sn_dir / f"{v}_s{s}").resolve()), "planned": planned,
-                            "cache": str(f), "key": {**key, "archs": [a.id for a in archs]}})
+                            "cache": str(f.resolve()), "key": {**key, "archs": [a.id for a in archs]}})
     todo = len(sa_jobs) + len(sn_jobs)
     say(f"  cached: {len(sa_results)} stand-alone, {len(sn_results)} supernet; to run: {len(sa_jobs)} "
         f"stand-alone, {len(sn_jobs)} supernet trials")
@@ -525,6 +525,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_fmt(np.nanmean([r['rho_acc'] for r in runs]))} | "
                   f"**{_fmt(np.nanmean([r['tau_loss'] for r in runs]))}** | "
                   f"{_fmt(np.nanmean([r['rho_loss'] for r in runs]))} | |")
+    if args.standalone_seeds >= 2:  # the noise ceiling: stand-alone seed 0 vs seed 1
+        two = [a for a in complete if len(by_arch[a.id]) >= 2]
+        s0 = {a.id: next(r for r in by_arch[a.id] if r["seed"] == 0) for a in two}
+        s1 = {a.id: next(r for r in by_arch[a.id] if r["seed"] == 1) for a in two}
+        ta, ra = correlations([s0[a.id]["acc"] for a in two], [s1[a.id]["acc"] for a in two])
+        tl, rl = correlations([s0[a.id]["loss"] for a in two], [s1[a.id]["loss"] for a in two])
+        md.append(f"| *stand-alone seed 0 vs seed 1 (noise ceiling)* | | | | {_fmt(ta)} | {_fmt(ra)} | "
+                  f"{_fmt(tl)} | {_fmt(rl)} | |")
     text = "\n".join(md) + "\n"
     write_text(out / "ranking.md", text)
     print(text)
