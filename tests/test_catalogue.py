@@ -6,8 +6,9 @@ folder exactly as it was (no partial artifact).
 Two kinds of cases:
 
 * ``tests/bad_inputs/*.yaml``: one bad file each; its header names the expected
-  message fragment (``# expect:``), the field (``# field:``) and the command
-  (``# argv:``, ``{file}`` = the case file);
+  message fragment (``# expect:``), the field (``# field:``), the command
+  (``# argv:``, ``{file}`` = the case file) and, when the line must name another file
+  than the case file, that file (``# file:``; empty for an option-only error);
 * ``CASES`` below: inputs that must be built (binary checkpoints, data folders, tar
   bundles, predictor folders, CSVs) or that are bad CLI options.
 
@@ -119,7 +120,8 @@ def test_file_case(name, work, capsys):
     argv = [a.replace("{file}", rel) for a in meta["argv"].split()]
     before = snapshot(work)
     rc, _, err = run_inprocess(argv, capsys)
-    check_result(rc, err, meta["expect"], f"in/{meta['file']}" if "file" in meta else rel, meta.get("field"))
+    file = rel if "file" not in meta else (f"in/{meta['file']}" if meta["file"] else None)  # empty: an option case
+    check_result(rc, err, meta["expect"], file, meta.get("field"))
     assert snapshot(work) == before, "the failed command changed the working folder"
 
 
