@@ -56,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     exp = load_experiment(args.exp)
     space = exp.space
     net = build_supernet(space)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in load_supernet_weights(exp).items()})
+    from nasplat.errors import UserError
+
+    try:
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in load_supernet_weights(exp).items()})
+        trained = True
+    except UserError:  # timings do not depend on the weights; fidelity does
+        torch.manual_seed(0)
+        trained = False
     net.eval()
     data = load_experiment_data(exp)
     tx = data.train.x  # type: ignore[attr-defined]
@@ -105,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         timing[name] = {k: np.median(np.array(v), axis=0) for k, v in t.items()}
     print(f"# eval_cost  {today()}  {machine()}")
     print(f"space {space.config.name} at {data.resolution}x{data.resolution}, {len(archs)} subnets stratified over MACs, "
-          f"validation {sum(len(y) for _, y in val)} images; weights {exp.run_dir}/supernet; other jobs were running")
+          f"validation {sum(len(y) for _, y in val)} images; weights: "
+          f"{str(exp.run_dir) + '/supernet' if trained else 'UNTRAINED (timings only; tau not meaningful)'}; "
+          f"other jobs were running")
     print("\n| subnet | MMACs | path | extract s | recal s | val s | total s | OFA extract+recal s | ÷ OFA |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, a in (("min", lo), ("mid", mid), ("max", hi)):
