@@ -139,6 +139,8 @@ def test_kill_train_mid_run(tmp_path):
     counts = check_whole(tmp_path / "runs")
     assert counts.get("safetensors", 0) >= 1 and counts.get("csv", 0) >= 1, counts
     assert not (run / "supernet.safetensors").exists()
+    # a half-written temp file as a kill inside a write leaves it: never trusted
+    (run / ".last.safetensors.k1ll3d.tmp").write_bytes(b"\x00half a checkpoint")
     finish(tmp_path, ["train", exp.name, "--resume"])
     counts = check_whole(tmp_path / "runs")
     assert (run / "supernet.safetensors").exists()
@@ -158,6 +160,7 @@ def test_kill_profile_mid_run(tmp_path):
     with open(csv_path, newline="") as f:
         done = [r["arch_id"] for r in csv.DictReader(f)]
     assert 2 <= len(done) < 10 and len(set(done)) == len(done)
+    (csv_path.parent / ".measurements.csv.k1ll3d.tmp").write_text("profile,arch_id\nlocal-cpu,half")
     finish(tmp_path, ["profile", exp.name, "--device", "local-cpu", "--quiet"])
     check_whole(tmp_path / "runs")
     with open(csv_path, newline="") as f:
