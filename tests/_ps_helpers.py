@@ -23,13 +23,14 @@ PS_SPACE: dict[str, Any] = {
 }
 
 
-def write_ps_exp(tmp: Path, name: str = "ps", phases: dict | None = None, **train: Any) -> Path:
+def write_ps_exp(tmp: Path, name: str = "ps", phases: dict | None = None, batch_size: int = 128,
+                 **train: Any) -> Path:
     """An experiment on digits at 10 px with a tiny PS schedule (1 epoch per phase)."""
     phases = phases if phases is not None else {n: {"epochs": 1} for n in
                                                  ("teacher", "kernel", "depth/1", "depth/2", "expand/1", "expand/2")}
     cfg = {
         "name": name, "seed": 5, "output_dir": str(tmp / "runs"), "space": PS_SPACE,
-        "data": {"name": "digits", "resolution": 10, "batch_size": 128, "calib_images": 200},
+        "data": {"name": "digits", "resolution": 10, "batch_size": batch_size, "calib_images": 200},
         "train": {"strategy": "progressive_shrinking", "epochs": 6, "lr": 0.1, "threads": 1,
                   "options": {"phases": phases}, **train},
     }
