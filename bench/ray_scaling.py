@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exp = load_experiment(EXP)
     cfg = exp.config.search.model_copy(update={"calib_images": args.calib})
-    started = ensure_ray(args.address, 2)
+    started = ensure_ray(args.address, 3)  # 1 + 2 actors alive at once (only one pool busy at a time)
     try:
         weights = ray.put(load_supernet_weights(exp))
         init = evaluator_init(exp, cfg, weights)
