@@ -164,7 +164,7 @@ def check_one(kind: str, path: Path, tally: Tally) -> None:
     except UserError as e:
         tally.counts[f"{kind} rejected"] += 1
         line = e.line()
-        if "\n" in line or str(path) not in line:
+        if len(line.splitlines()) != 1 or str(path) not in line:
             tally.bad_lines.append(line)
     except Exception:  # noqa: BLE001 - counting them is the point
         tally.counts[f"{kind} uncaught"] += 1

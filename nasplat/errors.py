@@ -19,6 +19,7 @@ class UserError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        parts = [p for p in (self.file, self.field) if p]
-        text = " ".join(self.message.split())  # always one line
+        # always one line, even for a field named by a YAML key holding a line break
+        parts = [" ".join(p.splitlines()) for p in (self.file, self.field) if p]
+        text = " ".join(self.message.split())
         return ": ".join(parts + [text])
