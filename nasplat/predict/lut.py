@@ -124,8 +124,11 @@ def unit_set(space: SearchSpace) -> UnitSet:
 
 def measure_units(space: SearchSpace, profile, keys: Sequence[str] | None = None, protocol=None,
                   address: str | None = None, chunk: int = 16,
-                  progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Export and time every unit (all of the space's by default) on ``profile``."""
+                  progress: Callable[[int], None] | None = None, statistic: str = "profile") -> dict[str, float]:
+    """Export and time every unit (all of the space's by default) on ``profile``;
+    ``statistic``: the profile's (``latency_ms``) or one recomputed from the raw samples."""
+    from .stage import latency_target
+
     from ..hw.measure import export_model, measure_models
 
     us = unit_set(space)
@@ -138,8 +141,9 @@ def measure_units(space: SearchSpace, profile, keys: Sequence[str] | None = None
             module, shape = us.build(k)
             shape = [profile.batch_size, *shape]
             models.append({"arch_id": k, "data": export_model(module, shape, profile), "input_shape": shape})
-        for row in measure_models(models, profile, protocol, address):
-            table[row["arch_id"]] = float(row["latency_ms"])
+        rows = measure_models(models, profile, protocol, address)
+        for row, v in zip(rows, latency_target(rows, statistic)):
+            table[row["arch_id"]] = float(v)
         if progress is not None:
             progress(len(models))
     return table

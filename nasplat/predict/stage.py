@@ -26,7 +26,7 @@ def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def lut_table(space: SearchSpace, profile, cache: Path, protocol=None, address: str | None = None,
-              quiet: bool = False) -> dict[str, float]:
+              quiet: bool = False, statistic: str = "profile") -> dict[str, float]:
     """Per-unit latencies for the whole space, measured once and cached in ``cache``
     (JSON, rewritten after every chunk, so an interrupted build resumes)."""
     from .lut import measure_units, unit_set
@@ -37,7 +37,7 @@ def lut_table(space: SearchSpace, profile, cache: Path, protocol=None, address: 
         say(f"lut: measuring {len(keys)} blocks on {profile.name}", not quiet)
         with progress_bar(f"lut {profile.name}", len(keys), not quiet) as bar:
             for s in range(0, len(keys), 16):
-                table.update(measure_units(space, profile, keys[s:s + 16], protocol, address))
+                table.update(measure_units(space, profile, keys[s:s + 16], protocol, address, statistic=statistic))
                 write_json(cache, {"profile": profile.name, "space_hash": space.hash(), "table": table})
                 bar.advance(len(keys[s:s + 16]))
     return table
@@ -85,8 +85,10 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
     y = latency_target(rows, cfg.statistic if statistic is None else statistic)
     table = None
     if kind == "lut":
-        table = lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / "lut_units.json",
-                          exp.config.profile.protocol_for(profile), address, quiet)
+        stat = cfg.statistic if statistic is None else statistic
+        name = "lut_units.json" if stat == "profile" else f"lut_units_{stat}.json"
+        table = lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name,
+                          exp.config.profile.protocol_for(profile), address, quiet, stat)
     pred, tr, te, metrics = fit_and_evaluate(exp.space, kind, archs, y, tf, seed, options, table)
     out = predictor_dir(exp.run_dir, profile.name)
     save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="latency_ms",
