@@ -444,7 +444,20 @@ def main(argv: list[str] | None = None) -> int:
             started = True
         try:
             # supernets first: they are the long trials, stand-alone ones fill in after
-            for res in run_jobs(sn_jobs + sa_jobs, "ranking", out, args.cpus):
+            try:
+                ran = run_jobs(sn_jobs + sa_jobs, "ranking", out, args.cpus)
+            except Exception as e:  # e.g. Ray's OOM killer on a crowded node: keep what the trials cached
+                say(f"  Ray Tune stopped ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                    "collecting the trials that finished")
+                ran = []
+                for job in sn_jobs + sa_jobs:
+                    f = Path(job["cache"])
+                    res = json.loads(f.read_text()) if f.exists() else None
+                    if res is not None and res.get("key") == job["key"]:
+                        ran.append({**res, "job": job})
+                    elif job["kind"] == "supernet":
+                        ran.append({"error": "trial did not finish", "job": job})
+            for res in ran:
                 job = res.pop("job")
                 if "error" in res:
                     say(f"  trial failed ({job['kind']} {job.get('variant', job.get('arch'))}): {res['error']}")
