@@ -141,15 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         results = [_run_child(["--child", str(k), str(batch), str(steps), str(a.threads), str(warmup)])
                    for r, batch, k in jobs]
     for (r, batch, k), res in zip(jobs, results):
-        if True:
-            if True:
-                row = rows.setdefault((k, batch), {"params": res["params"], "mem": [], "wall": [], "cpu": []})
-                row["mem"] += res["mem_mib"]
-                row["wall"] += res["wall_s"]
-                row["cpu"] += res["cpu_s"]
-                print(f"  K={k} batch={batch} process {r + 1}/{procs}: "
-                      f"{statistics.median(res['mem_mib']):.0f} MiB, {statistics.median(res['wall_s']):.2f} s",
-                      file=sys.stderr, flush=True)
+        row = rows.setdefault((k, batch), {"params": res["params"], "mem": [], "wall": [], "cpu": []})
+        row["mem"] += res["mem_mib"]
+        row["wall"] += res["wall_s"]
+        row["cpu"] += res["cpu_s"]
+        print(f"  K={k} batch={batch} process {r + 1}/{procs}: "
+              f"{statistics.median(res['mem_mib']):.0f} MiB, {statistics.median(res['wall_s']):.2f} s",
+              file=sys.stderr, flush=True)
     inter = {b: _run_child(["--interleaved", str(b), str(steps), str(a.threads)]) for b in a.batches} \
         if interleaved else {}
     med = statistics.median
