@@ -110,3 +110,16 @@ def test_bad_experiment_is_one_line(tmp_path, patch, field):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and str(p) in lines[0] and field in lines[0], res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_standalone_network_trains_and_exports(tmp_path):
+    space_arch = load_experiment(write_exp(tmp_path)).space.min_arch()
+    p = write_exp(tmp_path, strategy="standalone", epochs=1, options={"arch": dict(space_arch)})
+    res = run_cli("train", str(p))
+    assert res.returncode == 0, res.stderr
+    res = run_cli("export", str(p))
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((tmp_path / "runs" / "tiny" / "export" / "manifest.json").read_text())
+    (entry,) = manifest["subnets"]
+    assert (tmp_path / "runs" / "tiny" / "export" / entry["file"]).exists()
+    assert entry["max_abs_diff_vs_torch"] <= 1e-3 and entry["accuracy"] > 0.1

@@ -6,9 +6,20 @@ import argparse
 
 def _export(args: argparse.Namespace) -> int:
     from ..experiment import load_experiment
-    from .stage import export_archs, parse_arch, pareto_archs
+    from .stage import export_archs, export_standalone, parse_arch, pareto_archs
 
     exp = load_experiment(args.experiment)
+    if exp.config.train.strategy == "standalone":
+        e = export_standalone(exp, args.out)
+        print(f"{e['id']}  acc {e['accuracy'] * 100:.2f}%  params {e['params'] / 1e6:.3f}M  "
+              f"-> {(args.out or exp.run_dir / 'export')}/{e['file']}")
+        return 0
+    if exp.config.train.strategy == "pcdarts":
+        from ..errors import UserError
+
+        raise UserError("a pcdarts run yields a genotype, not trained weights: retrain it with "
+                        "strategy 'standalone' (see examples/digits_pcdarts_retrain.yaml) and export that",
+                        exp.path, "train.strategy")
     if args.pareto:
         archs = pareto_archs(exp)
     else:

@@ -119,6 +119,33 @@ def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = 
     return entries
 
 
+def export_standalone(exp: Experiment, out_dir: Path | None = None) -> dict[str, Any]:
+    """Export the network a ``standalone`` run trained (e.g. a PC-DARTS derived net):
+    no extraction or BN recalibration, its own BN statistics are final."""
+    from ..train.run import load_experiment_data
+    from ..train.strategies.standalone import load_standalone
+    from ..supernet import resize
+
+    cfg = exp.config.export
+    out_dir = Path(out_dir) if out_dir is not None else exp.run_dir / "export"
+    net = load_standalone(exp.space, exp.run_dir)
+    data = load_experiment_data(exp)
+    r = int(getattr(net, "resolution", 0) or exp.config.data.resolution)
+    acc = accuracy(net, data, "val", r)
+    channels = exp.space.config.input_channels
+    result = to_onnx(net, (1, channels, r, r), cfg.opset, cfg.dynamo)
+    x = resize(next(iter(data.batches("val", 8)))[0], r)
+    diff = max(verify(net, result.data, x[i : i + 1]) for i in range(len(x)))
+    name = f"{exp.config.name}.onnx"
+    write_bytes(out_dir / name, result.data)
+    entry = {"id": exp.config.name, "file": name, "resolution": r, "input_shape": [1, channels, r, r],
+             "accuracy": acc, "params": sum(p.numel() for p in net.parameters()), "opset": result.opset,
+             "exporter": result.exporter, "max_abs_diff_vs_torch": diff, "space": exp.space.config.name,
+             "space_hash": exp.space.hash(), "versions": versions()}
+    write_json(out_dir / "manifest.json", {"experiment": exp.config.name, "subnets": [entry]})
+    return entry
+
+
 def pareto_archs(exp: Experiment) -> list[Arch]:
     """The archs in ``search/pareto.csv`` (column ``arch`` holds the JSON)."""
     import csv
