@@ -24,10 +24,11 @@ def ray_session():
 
 @pytest.fixture(autouse=True)
 def _threads():
-    """Keep torch to the machine's 2 cores inside tests."""
+    """One torch thread per test process: tests run beside Ray workers and subprocesses,
+    and oversubscribed OpenMP threads on 2 cores cost far more than they give."""
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)
     yield
 
 
