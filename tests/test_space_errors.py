@@ -62,7 +62,7 @@ MORE = {
     "wrong_type_list": (_set("resolutions", 32), "resolutions", "list"),
     "missing_field": (_edit(lambda d: d.pop("stages")), "stages", "missing"),
     "not_a_mapping": (_text("- just\n- a list\n"), None, "mapping"),
-    "empty_file": (_text(""), None, "mapping"),
+    "empty_file": (_text(""), None, "empty"),
     "bad_activation": (_set("stages.0.act", "swish"), "stages.0.act", "relu"),
     "bad_stride": (_set("stages.0.stride", 3), "stages.0.stride", "1"),
     "no_stages": (_set("stages", []), "stages", "empty"),
