@@ -15,6 +15,8 @@ latency does not depend on the calibration ranges.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,17 +29,20 @@ from ..space import Arch, SearchSpace
 LUT_FAMILIES: Registry[Callable[[SearchSpace], "UnitSet"]] = Registry("lut family")
 
 
-class UnitSet:
+class UnitSet(ABC):
     """How a family splits an arch into independently measurable units."""
 
-    def units(self, arch: Arch) -> list[str]:  # keys, one per unit in the network
-        raise NotImplementedError
+    @abstractmethod
+    def units(self, arch: Arch) -> list[str]:
+        """The unit keys of ``arch``'s network, one per unit, in order."""
 
+    @abstractmethod
     def all_units(self) -> list[str]:
-        raise NotImplementedError
+        """Every distinct unit key of the space (what the table must measure)."""
 
-    def build(self, key: str):  # -> (nn.Module, input shape without batch)
-        raise NotImplementedError
+    @abstractmethod
+    def build(self, key: str):
+        """The unit as ``(nn.Module, input shape without batch)`` for measurement."""
 
 
 class _MBV3Units(UnitSet):

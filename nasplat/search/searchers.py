@@ -19,6 +19,8 @@ regressors; its MobileNetV3 accuracy predictor is an SVR too).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any, Callable
 
 import numpy as np
@@ -28,14 +30,15 @@ from ..registry import Registry
 from ..space import Arch
 from .metrics import nondominated_ranks
 
-class Searcher:
+class Searcher(ABC):
     """The interface: a sampler for the outer study and an optional per-round hook."""
 
     def __init__(self, problem: Any, cfg: Any, seed: int):
         self.problem, self.cfg, self.seed = problem, cfg, seed
 
+    @abstractmethod
     def sampler(self) -> optuna.samplers.BaseSampler:
-        raise NotImplementedError
+        """The Optuna sampler of the outer study."""
 
     def before_round(self, study: optuna.Study, known: dict[str, dict[str, Any]], want: int) -> None:
         """Called before each round of asks (``known``: arch id -> record)."""
