@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..io import append_csv_rows
+from ..io import append_csv_rows, write_text
 from ..ui import progress_bar, say
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .strategies import STRATEGIES, Strategy, StepInfo, TrainContext
@@ -22,7 +22,7 @@ LOG_COLUMNS = ["phase", "epoch", "step", "global_step", "loss", "lr", "resolutio
 
 
 class Trainer:
-    def __init__(self, ctx: TrainContext, strategy: Strategy):
+    def __init__(self, ctx: TrainContext, strategy: Strategy, data_batch_size: int = 64):
         self.ctx = ctx
         self.strategy = strategy
         self.model = strategy.model
@@ -32,6 +32,8 @@ class Trainer:
         self.log_path = self.dir / "train_log.csv"
         self.position = {"phase": 0, "epoch": 0, "step": 0, "global_step": 0}
         self.optimizer: torch.optim.Optimizer | None = None
+        self.batch_size = ctx.cfg.batch_size or data_batch_size  # train.batch_size overrides data's
+        self._resume_optimizer: dict[str, Any] | None = None
         self._pending_log: list[dict[str, Any]] = []
 
     # -- checkpoints --------------------------------------------------------------
@@ -70,8 +72,6 @@ class Trainer:
             return
         lines = self.log_path.read_text().splitlines(keepends=True)
         keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[3]) < self.position["global_step"]]
-        from ..io import write_text
-
         write_text(self.log_path, "".join(keep))
 
     def _flush_log(self) -> None:
@@ -83,12 +83,12 @@ class Trainer:
     def fit(self) -> torch.nn.Module:
         ctx, strat = self.ctx, self.strategy
         phases = strat.phases()
-        bs = ctx.cfg.batch_size or self._data_batch_size()
+        bs = self.batch_size
         n_train = len(ctx.data.train)
         world, rank = ctx.dist.world_size, ctx.dist.rank
         every = ctx.cfg.checkpoint_every
         start = dict(self.position)
-        resume_opt = getattr(self, "_resume_optimizer", None)
+        resume_opt = self._resume_optimizer
         for pi in range(start["phase"], len(phases)):
             phase = phases[pi]
             say(f"phase {pi + 1}/{len(phases)} '{phase.name}': {phase.restriction}; "
@@ -156,9 +156,6 @@ class Trainer:
             save_weights(self.final, self.model, self.meta())
         return self.model
 
-    def _data_batch_size(self) -> int:
-        return getattr(self, "data_batch_size", 64)
-
     def _log(self, phase: str, epoch: int, step: int, out: Any, lr: float, dt: float) -> None:
         if not self.ctx.dist.is_main:
             return
@@ -176,6 +173,4 @@ class Trainer:
 def make_trainer(ctx: TrainContext, data_batch_size: int) -> Trainer:
     cls = STRATEGIES.get(ctx.cfg.strategy, None, "train.strategy")
     options = cls.parse_options(ctx.cfg.options)
-    trainer = Trainer(ctx, cls(ctx, options))
-    trainer.data_batch_size = data_batch_size
-    return trainer
+    return Trainer(ctx, cls(ctx, options), data_batch_size)
