@@ -24,13 +24,6 @@ from nasplat.supernet.darts_cell import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these nets are many tiny ops: on a busy 2-core machine two OpenMP threads are far slower
-    torch.set_num_threads(1)
-    yield
-
-
 def tiny(**over):
     d = dict(family="darts_cell", name="tiny", input_channels=1, num_classes=10, resolution=8, ops="darts",
              cell_inputs=2, nodes=4, cells=3, channels=8, reductions=[1], stem={"multiplier": 2})

@@ -21,13 +21,6 @@ SPACE = {"family": "darts_cell", "name": "tiny", "input_channels": 1, "num_class
          "cells": 3, "channels": 8, "reductions": [1], "stem": {"multiplier": 2}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these nets are many tiny ops: on a busy 2-core machine two OpenMP threads are far slower
-    torch.set_num_threads(1)
-    yield
-
-
 def write_exp(tmp_path: Path, name: str, train: dict, space: dict | None = None) -> Path:
     exp = {"name": name, "seed": 0, "output_dir": str(tmp_path / "runs"), "space": space or SPACE,
            "data": {"name": "digits", "resolution": 8, "batch_size": 64}, "train": train}

@@ -31,14 +31,6 @@ LEVELS = [4.0, 8.0, 12.0, 16.0]
 BOUND = 0.8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def small():
     return load_space(SMALL)

@@ -19,15 +19,6 @@ SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 SMALL = SPACES / "elasticvit_small.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads contend badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def small():
     return load_space(SMALL)
