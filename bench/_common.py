@@ -18,7 +18,8 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+            f"load average {os.getloadavg()[0]:.1f} at the start")
 
 
 def today() -> str:

@@ -8,7 +8,7 @@ on augmented training images). Fast path (what ``nasplat search`` uses): the fir
 ``--calib`` calibration images in batches of ``--batch``. Both validate on the whole
 validation split. Fidelity: Kendall tau between the two paths' accuracies over
 ``--archs`` subnets stratified over MACs. Timings alternate reference and fast path per
-subnet in one process (medians); other jobs were running on the machine.
+subnet in one process (medians).
 
 OFA anchor on this kind of machine (32x32): extract 28 ms; recalibration over 2000
 images 0.65 s (min subnet) / 1.8 s (mid) / 5.9 s (max). Goal: <= half per subnet at
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# eval_cost  {today()}  {machine()}")
     print(f"space {space.config.name} at {data.resolution}x{data.resolution}, {len(archs)} subnets stratified over MACs, "
           f"validation {sum(len(y) for _, y in val)} images; weights: "
-          f"{str(exp.run_dir) + '/supernet' if trained else 'UNTRAINED (timings only; tau not meaningful)'}; "
-          f"other jobs were running")
+          f"{str(exp.run_dir) + '/supernet' if trained else 'UNTRAINED (timings only; tau not meaningful)'}")
     print("\n| subnet | MMACs | path | extract s | recal s | val s | total s | OFA extract+recal s | ÷ OFA |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, a in (("min", lo), ("mid", mid), ("max", hi)):

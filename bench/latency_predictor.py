@@ -29,10 +29,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def _experiment(quick: bool):
+def _experiment(quick: bool, path: Path = HERE / "latency_small.yaml"):
     from nasplat.experiment import load_experiment
 
-    exp = load_experiment(HERE / "latency_small.yaml")
+    exp = load_experiment(path)
     if quick:  # same space and data, its own run folder and a shorter protocol
         cfg = exp.config.model_copy(update={
             "name": exp.config.name + "_quick",
@@ -152,6 +152,8 @@ def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.latency_predictor", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--exp", type=Path, default=HERE / "latency_small.yaml",
+                    help="experiment YAML (space, data, hardware); default bench/latency_small.yaml")
     ap.add_argument("--devices", default=None, help="comma list (default: local-cpu,local-cpu-int8; quick: local-cpu)")
     ap.add_argument("--samples", type=int, default=None)
     ap.add_argument("--test", type=int, default=None)
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-archs", type=int, default=6)
     ap.add_argument("--ship", action="store_true")
     args = ap.parse_args(argv)
-    exp = _experiment(args.quick)
+    exp = _experiment(args.quick, args.exp)
     devices = (args.devices or ("local-cpu" if args.quick else "local-cpu,local-cpu-int8")).split(",")
     samples = args.samples or (60 if args.quick else 400)
     n_test = args.test or (15 if args.quick else 100)

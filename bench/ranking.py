@@ -517,8 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     for v, runs in per_variant.items():
         _scatter(out / f"scatter_{v}.png", v, sa_acc, runs, complete)
 
-    md = [f"Machine: {machine()}; date {today()}; wall {wall:.0f} s for {todo} trials (other jobs were "
-          "running on the machine).",
+    md = [f"Machine: {machine()}; date {today()}; wall {wall:.0f} s for {todo} trials.",
           f"Space `{space.config.name}` ({space.count():,} archs), data `{data_cfg['name']}`; {len(complete)} archs, "
           f"MACs {space.macs(archs[0]):,}..{space.macs(archs[-1]):,}; stand-alone: {args.standalone_epochs} "
           f"epochs x {args.standalone_seeds} seed(s), val accuracy {min(accs):.3f}..{max(accs):.3f} "

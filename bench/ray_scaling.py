@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [b / a for a, b in zip(rates[1], rates[2])]
         print(f"# ray_scaling  {today()}  {machine()}")
         print(f"Ray {ray.__version__}, cluster CPUs {ray.cluster_resources().get('CPU')}; {n} archs of "
-              f"{exp.space.config.name} per round (calib {args.calib} images, full val split), {rounds} rounds; "
-              f"other jobs were running on the machine")
+              f"{exp.space.config.name} per round (calib {args.calib} images, full val split), {rounds} rounds")
         print("\n| workers | evals/s per round | median evals/s |")
         print("|---|---|---|")
         for w in (1, 2):

@@ -31,23 +31,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from _tiny_space import TINY_SPACE
 
 REPO = Path(__file__).resolve().parent.parent
 BAD = Path(__file__).resolve().parent / "bad_inputs"
-
-TINY_SPACE = """\
-  family: mbv3
-  name: tiny_cat
-  input_channels: 1
-  num_classes: 10
-  resolutions: [10, 12]
-  stem: {width: 8, stride: 1, act: h_swish}
-  first_block: {width: 8, act: relu}
-  stages:
-    - {width: 8, stride: 1, depths: [1, 2], kernels: [3, 5], expands: [2, 3], se: false, act: relu}
-    - {width: 16, stride: 2, depths: [1, 2], kernels: [3, 5], expands: [2, 3], se: true, act: h_swish}
-  head: {final_expand: 32, feature_mix: 48, dropout: 0.0}
-"""
 
 
 # -- running a case -----------------------------------------------------------------------
@@ -157,7 +144,7 @@ def save_supernet(path: Path, space_hash: str | None = None) -> None:
     from nasplat.train.checkpoint import save_weights
 
     space = tiny_space()
-    save_weights(path, build_supernet(space), {"space_hash": space_hash or space.hash(), "space": "tiny_cat"})
+    save_weights(path, build_supernet(space), {"space_hash": space_hash or space.hash(), "space": "tiny"})
 
 
 SUPERNET = "runs/cat/supernet/supernet.safetensors"

@@ -26,22 +26,9 @@ import time
 from pathlib import Path
 
 import pytest
+from _tiny_space import TINY_SPACE
 
 REPO = Path(__file__).resolve().parent.parent
-
-SPACE = """\
-  family: mbv3
-  name: tiny_kill
-  input_channels: 1
-  num_classes: 10
-  resolutions: [10, 12]
-  stem: {width: 8, stride: 1, act: h_swish}
-  first_block: {width: 8, act: relu}
-  stages:
-    - {width: 8, stride: 1, depths: [1, 2], kernels: [3, 5], expands: [2, 3], se: false, act: relu}
-    - {width: 16, stride: 2, depths: [1, 2], kernels: [3, 5], expands: [2, 3], se: true, act: h_swish}
-  head: {final_expand: 32, feature_mix: 48, dropout: 0.0}
-"""
 
 
 def is_temp(p: Path) -> bool:
@@ -90,7 +77,7 @@ def check_whole(run_dir: Path) -> dict[str, int]:
 
 def write_exp(root: Path, extra: str) -> Path:
     p = root / "exp.yaml"
-    p.write_text(f"name: k\nseed: 0\nspace:\n{SPACE}data: {{name: digits, resolution: 12, batch_size: 64, "
+    p.write_text(f"name: k\nseed: 0\nspace:\n{TINY_SPACE}data: {{name: digits, resolution: 12, batch_size: 64, "
                  f"calib_images: 64}}\n" + extra)
     return p
 

@@ -85,13 +85,12 @@ class VitStemConfig(_Strict):
         return _choices(v, "depths", 1, 8)
 
 
-class ConvStageConfig(_Strict):
-    type: Literal["conv"]
+class _StageConfig(_Strict):
+    """What both stage types choose: width and depth, with a fixed stride."""
+
     widths: list[int]
     depths: list[int]
     stride: Literal[1, 2]
-    kernels: list[int] = [3, 5]
-    expands: list[float] = [3, 4, 5, 6]
     se: bool = False
     act: Act = "h_swish"
 
@@ -104,6 +103,12 @@ class ConvStageConfig(_Strict):
     @classmethod
     def _d(cls, v: list[int]) -> list[int]:
         return _choices(v, "depths", 1, 16)
+
+
+class ConvStageConfig(_StageConfig):
+    type: Literal["conv"]
+    kernels: list[int] = [3, 5]
+    expands: list[float] = [3, 4, 5, 6]
 
     @field_validator("kernels")
     @classmethod
@@ -119,27 +124,14 @@ class ConvStageConfig(_Strict):
         return _choices(v, "expands", 0.5, 16)
 
 
-class TransformerStageConfig(_Strict):
+class TransformerStageConfig(_StageConfig):
+    """``se`` applies to the transition MBConv."""
+
     type: Literal["transformer"]
-    widths: list[int]
-    depths: list[int]
-    stride: Literal[1, 2]
     mlp_ratios: list[float] = [2, 3, 4, 5]
     v_scales: list[int] = [2, 3, 4]
     down_expand: float = Field(4, gt=0, le=16)  # the transition MBConv
     down_kernel: int = Field(3, ge=1, le=15)
-    se: bool = False  # SE in the transition MBConv
-    act: Act = "h_swish"
-
-    @field_validator("widths")
-    @classmethod
-    def _w(cls, v: list[int]) -> list[int]:
-        return _choices(v, "widths")
-
-    @field_validator("depths")
-    @classmethod
-    def _d(cls, v: list[int]) -> list[int]:
-        return _choices(v, "depths", 1, 16)
 
     @field_validator("mlp_ratios")
     @classmethod
