@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         rcap = cap if name == "predictor" else min(cap, r)
         for s in range(args.seeds):
             runs.setdefault("random", []).append(run_one(problem, fn, "random", 1000 + s, r, args.population, 100))
+            print(f"  {name}: random seed {s} done ({time.time() - t_start:.0f}s)", file=sys.stderr, flush=True)
         target = float(np.median([h[-1] for h in runs["random"]]))
         table = {}
         for searcher in [x for x in args.searchers.split(",") if x]:
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                     hv = run_one(problem, fn, searcher, s, budget, args.population, args.inner_evals, target)
                     runs.setdefault(searcher, []).append(hv)
                 need.append(evals_to_reach(hv, target))
+                print(f"  {name}: {searcher} seed {s}: {len(hv)} evals, reached after {need[-1]} "
+                      f"({time.time() - t_start:.0f}s)", file=sys.stderr, flush=True)
             budget_used = rcap if searcher != "gp" else min(rcap, args.gp_cap)
             ok = [n for n in need if n is not None]
             med = float(np.median([n if n is not None else np.inf for n in need]))
