@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine, today  # noqa: E402
+from bench.latency_predictor import stat_lut  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--statistics", default="profile,p10,min")
     args = ap.parse_args(argv)
     from nasplat.experiment import load_experiment
-    from nasplat.hw.stage import experiment_profile, measurements_path, profile_dir, profile_experiment
+    from nasplat.hw.stage import experiment_profile, measurements_path, profile_experiment
     from nasplat.hw.stage import read_measurements
     from nasplat.predict import regression_metrics
     from nasplat.predict._base import LATENCY_PREDICTORS
-    from nasplat.predict.stage import latency_target, lut_table
+    from nasplat.predict.stage import latency_target
 
     exp = load_experiment(HERE / "latency_small.yaml")
     fresh = load_experiment(HERE / "latency_small.yaml")
@@ -74,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, kind, options in PREDICTORS:
             table = None
             if kind == "lut":
-                name = "lut_units.json" if stat == "profile" else f"lut_units_{stat}.json"
-                table = lut_table(space, profile, profile_dir(exp.run_dir, profile.name) / name, protocol,
-                                  statistic=stat)
+                table = stat_lut(exp, profile, protocol, stat)
             pred = LATENCY_PREDICTORS.get(kind)(space, table, **options).fit(fit_archs, y_fit)
             m = regression_metrics(y_test, pred.predict(test_archs))
             print(f"| {'median' if stat == 'profile' else stat} | {label} | {m['rmse']:.4f} | {m['rmspe']:.2f} | "

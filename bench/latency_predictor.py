@@ -69,12 +69,21 @@ def _noise(exp, profile, protocol, n_archs: int = 6, repeats: int = 5) -> dict:
     return out
 
 
+def stat_lut(exp, profile, protocol, stat: str) -> dict[str, float]:
+    """The lut table of ``stat`` (each statistic cached in its own file of the run)."""
+    from nasplat.hw.stage import profile_dir
+    from nasplat.predict.stage import lut_table
+
+    name = "lut_units.json" if stat == "profile" else f"lut_units_{stat}.json"
+    return lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name, protocol, statistic=stat)
+
+
 def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float | None, ship: bool,
                skip_lut: bool, noise_archs: int = 6) -> dict:
-    from nasplat.hw.stage import experiment_profile, measurements_path, profile_dir, read_measurements
+    from nasplat.hw.stage import experiment_profile, measurements_path, read_measurements
     from nasplat.hw.stage import profile_experiment, stratified_archs
     from nasplat.predict import format_metrics, regression_metrics, save_predictor
-    from nasplat.predict.stage import fit_and_evaluate, latency_target, lut_table
+    from nasplat.predict.stage import fit_and_evaluate, latency_target
 
     profile = experiment_profile(exp, device)
     protocol = exp.config.profile.protocol_for(profile)
@@ -102,9 +111,7 @@ def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float
         table = None
         t1 = time.perf_counter()
         if kind == "lut":
-            name = "lut_units.json" if stat == "profile" else f"lut_units_{stat}.json"
-            table = lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name, protocol,
-                              statistic=stat)
+            table = stat_lut(exp, profile, protocol, stat)
         build_s = time.perf_counter() - t1
         t1 = time.perf_counter()
         pred, tr, te, m = fit_and_evaluate(exp.space, kind, archs, y, tf, exp.config.seed, None, table)
