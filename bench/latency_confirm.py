@@ -21,7 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine, today  # noqa: E402
-from bench.latency_predictor import stat_lut  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,13 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     from nasplat.hw.stage import read_measurements
     from nasplat.predict import regression_metrics
     from nasplat.predict._base import LATENCY_PREDICTORS
-    from nasplat.predict.stage import latency_target
+    from nasplat.predict.stage import experiment_lut, latency_target
 
     exp = load_experiment(HERE / "latency_small.yaml")
     fresh = load_experiment(HERE / "latency_small.yaml")
     fresh.config = fresh.config.model_copy(update={"name": exp.config.name + "_fresh", "seed": args.seed})
     profile = experiment_profile(exp, args.device)
-    protocol = exp.config.profile.protocol_for(profile)
     fit_rows = read_measurements(measurements_path(exp.run_dir, profile.name))
     if not fit_rows:
         print(f"no measurements in {exp.run_dir}: run `python -m bench.latency_predictor` first", file=sys.stderr)
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, kind, options in PREDICTORS:
             table = None
             if kind == "lut":
-                table = stat_lut(exp, profile, protocol, stat)
+                table = experiment_lut(exp, profile, stat)
             pred = LATENCY_PREDICTORS.get(kind)(space, table, **options).fit(fit_archs, y_fit)
             m = regression_metrics(y_test, pred.predict(test_archs))
             print(f"| {'median' if stat == 'profile' else stat} | {label} | {m['rmse']:.4f} | {m['rmspe']:.2f} | "

@@ -69,21 +69,12 @@ def _noise(exp, profile, protocol, n_archs: int = 6, repeats: int = 5) -> dict:
     return out
 
 
-def stat_lut(exp, profile, protocol, stat: str) -> dict[str, float]:
-    """The lut table of ``stat`` (each statistic cached in its own file of the run)."""
-    from nasplat.hw.stage import profile_dir
-    from nasplat.predict.stage import lut_table
-
-    name = "lut_units.json" if stat == "profile" else f"lut_units_{stat}.json"
-    return lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name, protocol, statistic=stat)
-
-
 def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float | None, ship: bool,
                skip_lut: bool, noise_archs: int = 6) -> dict:
     from nasplat.hw.stage import experiment_profile, measurements_path, read_measurements
     from nasplat.hw.stage import profile_experiment, stratified_archs
-    from nasplat.predict import format_metrics, regression_metrics, save_predictor
-    from nasplat.predict.stage import fit_and_evaluate, latency_target
+    from nasplat.predict import format_metrics, save_predictor
+    from nasplat.predict.stage import experiment_lut, fit_and_evaluate, latency_target
 
     profile = experiment_profile(exp, device)
     protocol = exp.config.profile.protocol_for(profile)
@@ -111,7 +102,7 @@ def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float
         table = None
         t1 = time.perf_counter()
         if kind == "lut":
-            table = stat_lut(exp, profile, protocol, stat)
+            table = experiment_lut(exp, profile, stat)
         build_s = time.perf_counter() - t1
         t1 = time.perf_counter()
         pred, tr, te, m = fit_and_evaluate(exp.space, kind, archs, y, tf, exp.config.seed, None, table)
@@ -183,12 +174,11 @@ def main(argv: list[str] | None = None) -> int:
           "predictions/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        for k in [k for k in r if "/" in k]:
-            if k in r:
-                m = r[k]
-                print(f"| {r['device']} | {k} | {m['n_train']} / {int(m['n'])} | {m['rmse']:.4f} | {m['rmspe']:.2f} | "
-                      f"{m['within_5pct']:.1f} | {m['within_10pct']:.1f} | {m['spearman']:.4f} | {m['kendall']:.4f} | "
-                      f"{m['predictions_per_s']:,.0f} |")
+        for k in [k for k in r if "/" in k]:  # the "<kind>/<statistic>" entries
+            m = r[k]
+            print(f"| {r['device']} | {k} | {m['n_train']} / {int(m['n'])} | {m['rmse']:.4f} | {m['rmspe']:.2f} | "
+                  f"{m['within_5pct']:.1f} | {m['within_10pct']:.1f} | {m['spearman']:.4f} | {m['kendall']:.4f} | "
+                  f"{m['predictions_per_s']:,.0f} |")
     print("\n| device | statistic | repeats within ±10 % | within ±5 % | median CV % | max spread % | s per measurement |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

@@ -65,11 +65,22 @@ def fit_and_evaluate(space: SearchSpace, kind: str, archs: Sequence[Arch], y: np
     return pred, tr, te, metrics
 
 
+def experiment_lut(exp, profile, statistic: str = "profile", address: str | None = None,
+                   quiet: bool = False) -> dict[str, float]:
+    """The experiment's lut table for ``profile`` and ``statistic``, each statistic
+    cached in its own file under the run's profile folder."""
+    from ..hw.stage import profile_dir
+
+    name = "lut_units.json" if statistic == "profile" else f"lut_units_{statistic}.json"
+    return lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name,
+                     exp.config.profile.protocol_for(profile), address, quiet, statistic)
+
+
 def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, Any] | None = None,
                 test_fraction: float | None = None, address: str | None = None, quiet: bool = False,
                 statistic: str | None = None) -> dict:
     """Fit and save the latency predictor of ``device``; returns its held-out metrics."""
-    from ..hw.stage import experiment_profile, measurements_path, read_measurements, profile_dir
+    from ..hw.stage import experiment_profile, measurements_path, read_measurements
 
     cfg = exp.config.predictor
     kind = kind or cfg.latency
@@ -82,18 +93,14 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
     if len(rows) < 4:
         raise UserError(f"{len(rows)} measurements; at least 4 are needed (run `nasplat profile` first)", path)
     archs = [exp.space.arch(json.loads(r["arch"]), str(path)) for r in rows]
-    y = latency_target(rows, cfg.statistic if statistic is None else statistic)
-    table = None
-    if kind == "lut":
-        stat = cfg.statistic if statistic is None else statistic
-        name = "lut_units.json" if stat == "profile" else f"lut_units_{stat}.json"
-        table = lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name,
-                          exp.config.profile.protocol_for(profile), address, quiet, stat)
+    stat = cfg.statistic if statistic is None else statistic
+    y = latency_target(rows, stat)
+    table = experiment_lut(exp, profile, stat, address, quiet) if kind == "lut" else None
     pred, tr, te, metrics = fit_and_evaluate(exp.space, kind, archs, y, tf, seed, options, table)
     out = predictor_dir(exp.run_dir, profile.name)
     save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="latency_ms",
                    extra={"device": profile.name, "metrics": metrics, "n_test": int(len(te)),
-                          "measurements": str(path), "statistic": cfg.statistic if statistic is None else statistic})
+                          "measurements": str(path), "statistic": stat})
     if len(te):
         p = pred.predict([archs[i] for i in te])
         (out / "test.csv").unlink(missing_ok=True)
