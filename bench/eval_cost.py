@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasplat.hw.stage import stratified_archs
     from nasplat.search.stage import load_supernet_weights
     from nasplat.supernet import build_supernet, recalibrate_bn, resize
-    from nasplat.train.run import load_experiment_data
+    from nasplat.data import load_experiment_data
 
     exp = load_experiment(args.exp)
     space = exp.space

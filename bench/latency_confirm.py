@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from nasplat.hw.stage import read_measurements
     from nasplat.predict import regression_metrics
     from nasplat.predict._base import LATENCY_PREDICTORS
-    from nasplat.predict.stage import experiment_lut, latency_target
+    from nasplat.hw.stage import latency_target
+    from nasplat.predict.stage import experiment_lut
 
     exp = load_experiment(HERE / "latency_small.yaml")
     fresh = load_experiment(HERE / "latency_small.yaml")

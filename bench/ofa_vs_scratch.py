@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     from nasplat.experiment import load_experiment
     from nasplat.supernet import build_supernet
     from nasplat.supernet.evaluate import accuracy, evaluate_arch
-    from nasplat.train.checkpoint import load_weights
-    from nasplat.train.run import build_trainer, load_experiment_data, train_experiment
+    from nasplat.checkpoint import load_weights
+    from nasplat.data import load_experiment_data
+    from nasplat.train.run import build_trainer, train_experiment
 
     if args.threads:
         torch.set_num_threads(args.threads)

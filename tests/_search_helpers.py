@@ -32,7 +32,7 @@ def write_experiment(tmp: Path, search: dict, name: str = "s", train: dict | Non
     if save_supernet:
         from nasplat.experiment import load_experiment
         from nasplat.supernet import build_supernet
-        from nasplat.train.checkpoint import save_weights
+        from nasplat.checkpoint import save_weights
 
         e = load_experiment(path)
         import torch

@@ -141,7 +141,7 @@ def tiny_space():
 
 def save_supernet(path: Path, space_hash: str | None = None) -> None:
     from nasplat.supernet import build_supernet
-    from nasplat.train.checkpoint import save_weights
+    from nasplat.checkpoint import save_weights
 
     space = tiny_space()
     save_weights(path, build_supernet(space), {"space_hash": space_hash or space.hash(), "space": "tiny"})
@@ -218,7 +218,7 @@ def b_checkpoint_wrong_tensors(root: Path) -> list[str]:
     """Right space hash, but the tensors of another network."""
     import torch
 
-    from nasplat.train.checkpoint import save_checkpoint
+    from nasplat.checkpoint import save_checkpoint
 
     p = root / SUPERNET
     save_checkpoint(p, {"model": {"conv.weight": torch.zeros(3, 3)}}, {"space_hash": tiny_space().hash()})

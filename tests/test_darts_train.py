@@ -14,7 +14,7 @@ import yaml
 from nasplat.errors import UserError
 from nasplat.experiment import load_experiment
 from nasplat.export import to_onnx, verify
-from nasplat.supernet.darts_cell import load_trained_derived
+from nasplat.supernet.standalone import load_standalone
 from nasplat.train.run import build_trainer, train_experiment
 
 SPACE = {"family": "darts_cell", "name": "tiny", "input_channels": 1, "num_classes": 10, "resolution": 8,
@@ -68,7 +68,7 @@ def test_pcdarts_search_then_standalone_retrain_and_export(tmp_path):
     assert info["genotype"]["normal"] == geno["normal"] and info["auxiliary"] is True
     acc = json.loads((rexp.run_dir / "supernet" / "standalone.json").read_text())["val_acc"]
     assert acc > 0.3  # one epoch on 8x8 digits; well above chance (0.1)
-    model = load_trained_derived(rexp.space, rexp.run_dir)
+    model = load_standalone(rexp.space, rexp.run_dir)
     x = torch.randn(2, 1, 8, 8)
     res = to_onnx(model, (2, 1, 8, 8))
     assert verify(model, res.data, x, rtol=1e-3, atol=1e-5) < 1e-3

@@ -242,7 +242,7 @@ def test_train_experiment_runs_elasticvit_on_digits(tmp_path):
         seq.append(level_of(macs[0], levels, bound))
         assert {level_of(m, levels, bound) for m in macs[:3]} == {seq[-1]}
     assert all(abs(a - b) <= 1 for a, b in zip(seq, seq[1:]))
-    from nasplat.train.checkpoint import load_checkpoint
+    from nasplat.checkpoint import load_checkpoint
 
     state, _ = load_checkpoint(run / "last.safetensors")
     assert state["strategy"]["level"] == seq[-1] and sum(len(b) for b in state["strategy"]["banks"]) > 0
@@ -312,7 +312,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
     """Kill a run after its step-4 checkpoint (a fault injected into the step), resume:
     the final weights and banks equal those of the uninterrupted run."""
     from nasplat.experiment import load_experiment
-    from nasplat.train.checkpoint import load_checkpoint
+    from nasplat.checkpoint import load_checkpoint
     from nasplat.train.run import build_trainer
 
     cfg = yaml.safe_load((REPO / "examples" / "digits_elasticvit.yaml").read_text())

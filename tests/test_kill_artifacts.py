@@ -40,7 +40,7 @@ def check_whole(run_dir: Path) -> dict[str, int]:
     counted under 'temp', never opened)."""
     from safetensors.torch import load_file
 
-    from nasplat.train.checkpoint import read_meta
+    from nasplat.checkpoint import read_meta
 
     counts: dict[str, int] = {}
     for p in sorted(run_dir.rglob("*")):

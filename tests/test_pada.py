@@ -7,7 +7,7 @@ import torch
 
 from nasplat.data import DataBundle, TensorData
 from nasplat.supernet.attribution import ROUTES_THROUGH_ALL, choice_parameters, gradient_norms
-from nasplat.train.checkpoint import load_checkpoint
+from nasplat.checkpoint import load_checkpoint
 from nasplat.train.engine import make_trainer
 from nasplat.train.strategies import STRATEGIES, StepInfo
 

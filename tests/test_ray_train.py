@@ -8,8 +8,9 @@ import json
 from _ps_helpers import write_ps_exp
 from nasplat.experiment import load_experiment
 from nasplat.supernet import build_supernet
-from nasplat.train.checkpoint import load_weights
-from nasplat.train.ray_train import REPLICAS_FILE, weights_digest
+from nasplat.checkpoint import load_weights
+from nasplat.checkpoint import weights_digest
+from nasplat.train.ray_train import REPLICAS_FILE
 from nasplat.train.run import train_experiment
 
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from nasplat.experiment import load_experiment
-from nasplat.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from nasplat.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from nasplat.train.run import train_experiment
 
 TINY = Path(__file__).parent / "data" / "tiny_mbv3.yaml"

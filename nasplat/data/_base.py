@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -117,3 +117,22 @@ def load_data(cfg: DataConfig, channels: int, base_dir: Path | None = None) -> D
     """Build the data set named in ``cfg`` (path resolved relative to ``base_dir``)."""
     reader = DATASETS.get(cfg.name, None, "data.name")
     return reader(cfg, channels, base_dir)
+
+
+def load_experiment_data(exp: Any) -> DataBundle:
+    """The data set of an experiment (``exp``: a :class:`nasplat.experiment.Experiment`),
+    its path resolved against the experiment file; errors name the experiment file, and
+    a class count that differs from the space's is refused."""
+    from ..errors import UserError
+
+    cfg = exp.config
+    try:
+        data = load_data(cfg.data, exp.space.config.input_channels, exp.base_dir)
+    except UserError as e:
+        if e.file is not None:
+            raise
+        raise UserError(e.message, exp.path, e.field) from None  # name the experiment file
+    if data.num_classes != exp.space.config.num_classes:
+        raise UserError(f"the space has {exp.space.config.num_classes} classes but data set "
+                        f"{cfg.data.name!r} has {data.num_classes}", exp.space.source or exp.path, "num_classes")
+    return data

@@ -10,29 +10,30 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
 from .. import __version__
+from ..data import load_experiment_data
 from ..errors import UserError
-from ..experiment import Experiment
 from ..io import write_bytes, write_json
+from ..paths import supernet_checkpoint
 from ..space import Arch
-from ..supernet import Supernet, build_supernet
+from ..supernet import Supernet, build_supernet, resize
 from ..supernet.evaluate import accuracy, extract_calibrated
-from ..train.checkpoint import load_weights
 from ..ui import progress_bar
 from .onnx import to_onnx, verify
 
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+
 
 def load_trained_supernet(exp: Experiment) -> Supernet:
-    path = exp.run_dir / "supernet" / "supernet.safetensors"
+    path = supernet_checkpoint(exp.run_dir)
     if not path.exists():
-        raise UserError("no trained supernet; run `nasplat train` first", path)
-    net = build_supernet(exp.space)
-    load_weights(path, net, exp.space.hash())
-    return net.eval()
+        raise UserError("no trained supernet; train one first (nasplat's `train` command)", path)
+    return build_supernet(exp.space, checkpoint=path).eval()
 
 
 def parse_arch(exp: Experiment, spec: str | dict[str, Any], source: str = "--arch") -> Arch:
@@ -75,8 +76,6 @@ def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = 
                  extra: dict[str, dict[str, Any]] | None = None, supernet: Supernet | None = None,
                  data: Any = None) -> list[dict[str, Any]]:
     """Export ``archs``; returns their manifest entries (also merged into manifest.json)."""
-    from ..train.run import load_experiment_data
-
     cfg = exp.config.export
     out_dir = Path(out_dir) if out_dir is not None else exp.run_dir / "export"
     net = supernet if supernet is not None else load_trained_supernet(exp)
@@ -90,10 +89,7 @@ def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = 
             static = extract_calibrated(net, arch, data, cfg.calib_images)
             acc = accuracy(static, data, "val", r)
             result = to_onnx(static, (1, channels, r, r), cfg.opset, cfg.dynamo)
-            x = next(iter(data.batches("val", 8)))[0]
-            from ..supernet import resize
-
-            x = resize(x, r)
+            x = resize(next(iter(data.batches("val", 8)))[0], r)
             diff = max(verify(static, result.data, x[i : i + 1]) for i in range(len(x)))
             path = out_dir / f"{arch.id}.onnx"
             write_bytes(path, result.data)
@@ -122,9 +118,7 @@ def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = 
 def export_standalone(exp: Experiment, out_dir: Path | None = None) -> dict[str, Any]:
     """Export the network a ``standalone`` run trained (e.g. a PC-DARTS derived net):
     no extraction or BN recalibration, its own BN statistics are final."""
-    from ..train.run import load_experiment_data
-    from ..train.strategies.standalone import load_standalone
-    from ..supernet import resize
+    from ..supernet.standalone import load_standalone
 
     cfg = exp.config.export
     out_dir = Path(out_dir) if out_dir is not None else exp.run_dir / "export"

@@ -101,7 +101,7 @@ class ProfileStageConfig(_Strict):
 
 
 def _shipped_dir() -> Path:
-    from ..experiment import SHIPPED_PROFILES
+    from ..paths import SHIPPED_PROFILES
 
     return SHIPPED_PROFILES
 

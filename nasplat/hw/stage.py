@@ -61,6 +61,16 @@ def read_measurements(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def latency_target(rows: list[dict], statistic: str = "profile") -> np.ndarray:
+    """Per-row latency: the profile's statistic (``latency_ms``) or one recomputed from
+    the raw samples (``median``, ``mean``, ``min``, ``p10``, ``p25``)."""
+    if statistic == "profile":
+        return np.array([r["latency_ms"] for r in rows], dtype=np.float64)
+    fn = {"median": np.median, "mean": np.mean, "min": np.min,
+          "p10": lambda s: np.percentile(s, 10), "p25": lambda s: np.percentile(s, 25)}[statistic]
+    return np.array([fn(np.array(r["samples_ms"].split(), dtype=np.float64)) for r in rows])
+
+
 def stratified_archs(space: SearchSpace, n: int, seed: int = 0, pool: int = 4000) -> list[Arch]:
     """``n`` distinct archs spread evenly over MACs, prefix-stable (the first ``m`` of
     ``n`` are the ``m`` drawn for ``n = m``, so raising ``--samples`` keeps earlier
@@ -85,24 +95,22 @@ def stratified_archs(space: SearchSpace, n: int, seed: int = 0, pool: int = 4000
 
 def load_profiling_supernet(exp):
     """The experiment's supernet, with trained weights when they exist."""
+    from ..paths import supernet_checkpoint
     from ..supernet import build_supernet
-    from ..train.checkpoint import load_weights
 
-    net = build_supernet(exp.space)
-    final = exp.run_dir / "supernet" / "supernet.safetensors"
+    final = supernet_checkpoint(exp.run_dir)
     if final.exists():
-        load_weights(final, net, exp.space.hash())
         say(f"exporting subnets of the trained supernet {final}")
-    else:
-        say("no trained supernet yet: exporting a randomly initialised one (latency does not depend on weights)")
-    return net.eval()
+        return build_supernet(exp.space, checkpoint=final).eval()
+    say("no trained supernet yet: exporting a randomly initialised one (latency does not depend on weights)")
+    return build_supernet(exp.space).eval()
 
 
 def calibration_images(exp, n: int) -> np.ndarray:
     """``n`` real images of the experiment's calibration split (for INT8)."""
-    from ..data import load_data
+    from ..data import load_experiment_data
 
-    data = load_data(exp.config.data, exp.space.config.input_channels, exp.base_dir)
+    data = load_experiment_data(exp)
     xs = data.calib_batches(min(n, 100), n)
     return np.concatenate([x.numpy() for x in xs])[:n]
 

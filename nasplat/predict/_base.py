@@ -22,12 +22,11 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import write_json, write_text
+from ..paths import SHIPPED_PREDICTORS
 from ..registry import Registry
 from ..space import Arch, SearchSpace
 
 FORMAT = "nasplat-predictor/1"
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-SHIPPED_PREDICTORS = REPO_ROOT / "predictors"
 
 # latency predictor kind -> factory(space, folder-or-None, **options)
 LATENCY_PREDICTORS: Registry[Callable[..., Any]] = Registry("latency predictor")

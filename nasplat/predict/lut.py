@@ -132,7 +132,7 @@ def measure_units(space: SearchSpace, profile, keys: Sequence[str] | None = None
                   progress: Callable[[int], None] | None = None, statistic: str = "profile") -> dict[str, float]:
     """Export and time every unit (all of the space's by default) on ``profile``;
     ``statistic``: the profile's (``latency_ms``) or one recomputed from the raw samples."""
-    from .stage import latency_target
+    from ..hw.stage import latency_target
 
     from ..hw.measure import export_model, measure_models
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import append_csv_rows, write_json
+from ..paths import supernet_checkpoint
 from ..space import Arch, SearchSpace
 from ..ui import progress_bar, say
 from ._base import predictor_dir, save_predictor, write_training_csv
@@ -43,16 +44,6 @@ def lut_table(space: SearchSpace, profile, cache: Path, protocol=None, address: 
     return table
 
 
-def latency_target(rows: list[dict], statistic: str = "profile") -> np.ndarray:
-    """Per-row latency: the profile's statistic (``latency_ms``) or one recomputed from
-    the raw samples (``median``, ``mean``, ``min``, ``p10``, ``p25``)."""
-    if statistic == "profile":
-        return np.array([r["latency_ms"] for r in rows], dtype=np.float64)
-    fn = {"median": np.median, "mean": np.mean, "min": np.min,
-          "p10": lambda s: np.percentile(s, 10), "p25": lambda s: np.percentile(s, 25)}[statistic]
-    return np.array([fn(np.array(r["samples_ms"].split(), dtype=np.float64)) for r in rows])
-
-
 def fit_and_evaluate(space: SearchSpace, kind: str, archs: Sequence[Arch], y: np.ndarray, test_fraction: float,
                      seed: int, options: dict[str, Any] | None = None, table: dict[str, float] | None = None):
     """Fit ``kind`` on the training split; returns (predictor, train idx, test idx, metrics)."""
@@ -80,7 +71,7 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
                 test_fraction: float | None = None, address: str | None = None, quiet: bool = False,
                 statistic: str | None = None) -> dict:
     """Fit and save the latency predictor of ``device``; returns its held-out metrics."""
-    from ..hw.stage import experiment_profile, measurements_path, read_measurements
+    from ..hw.stage import experiment_profile, latency_target, measurements_path, read_measurements
 
     cfg = exp.config.predictor
     kind = kind or cfg.latency
@@ -148,22 +139,20 @@ def fit_accuracy(exp, samples: int | None = None, from_csv: str | Path | None = 
 def _supernet_accuracies(exp, archs: list[Arch], cache: Path, quiet: bool) -> tuple[list[Arch], np.ndarray]:
     import csv
 
+    from ..data import load_experiment_data
     from ..supernet import build_supernet
     from ..supernet.evaluate import evaluate_arch
-    from ..train.checkpoint import load_weights
-    from ..train.run import load_experiment_data
 
-    final = exp.run_dir / "supernet" / "supernet.safetensors"
+    final = supernet_checkpoint(exp.run_dir)
     if not final.exists():
-        raise UserError("the accuracy predictor needs a trained supernet (run `nasplat train` first)", final)
+        raise UserError("the accuracy predictor needs a trained supernet; train one first (nasplat's `train` command)", final)
     done: dict[str, float] = {}
     if cache.is_file():
         with open(cache, newline="") as f:
             done = {r["arch_id"]: float(r["accuracy"]) for r in csv.DictReader(f)}
     todo = [a for a in archs if a.id not in done]
     if todo:
-        net = build_supernet(exp.space)
-        load_weights(final, net, exp.space.hash())
+        net = build_supernet(exp.space, checkpoint=final)
         data = load_experiment_data(exp)
         with progress_bar("accuracy", len(todo), not quiet) as bar:
             for a in todo:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import optuna
@@ -32,6 +32,8 @@ from .metrics import nondominated_ranks
 
 class Searcher(ABC):
     """The interface: a sampler for the outer study and an optional per-round hook."""
+
+    name: ClassVar[str]  # set by the registry
 
     def __init__(self, problem: Any, cfg: Any, seed: int):
         self.problem, self.cfg, self.seed = problem, cfg, seed
@@ -44,7 +46,7 @@ class Searcher(ABC):
         """Called before each round of asks (``known``: arch id -> record)."""
 
 
-SEARCHERS: Registry[type[Searcher]] = Registry("searcher")
+SEARCHERS: Registry[type[Searcher]] = Registry("searcher", name_attr="name")
 
 
 @SEARCHERS.register("nsga2")

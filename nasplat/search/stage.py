@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from ..errors import UserError
-from ..experiment import REPO_ROOT, Experiment
+from ..paths import REPO_ROOT, supernet_checkpoint
 from ..ui import say
 from .config import SearchConfig
 from .metrics import MetricContext, make_metric, parse_constraint
@@ -17,6 +17,9 @@ from .outputs import pareto_table, write_outputs
 from .runner import Problem, SearchLoop, SearchResult, annotate, fail_stale_trials, \
     fingerprint, records_from_study
 from .searchers import SEARCHERS
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
 
 
 def build_problem(exp: Experiment, cfg: SearchConfig | None = None) -> Problem:
@@ -72,15 +75,12 @@ def evaluator_init(exp: Experiment, cfg: SearchConfig, weights: Any) -> dict[str
 
 def load_supernet_weights(exp: Experiment) -> dict[str, Any]:
     from ..supernet import build_supernet
-    from ..train.checkpoint import load_weights
     from .evaluator import weights_to_numpy
 
-    path = exp.run_dir / "supernet" / "supernet.safetensors"
+    path = supernet_checkpoint(exp.run_dir)
     if not path.exists():
-        raise UserError("no trained supernet; run `nasplat train` first (or use accuracy: predictor)", path)
-    net = build_supernet(exp.space)
-    load_weights(path, net, exp.space.hash())
-    return weights_to_numpy(net)
+        raise UserError("no trained supernet; train one first (nasplat's `train` command) or use accuracy: predictor", path)
+    return weights_to_numpy(build_supernet(exp.space, checkpoint=path))
 
 
 def run_search(exp: Experiment, resume: bool = False, force: bool = False, address: str | None = None,

@@ -173,7 +173,7 @@ class SearchSpace(ABC):
         }
 
 
-FAMILIES: Registry[type[SearchSpace]] = Registry("space family")
+FAMILIES: Registry[type[SearchSpace]] = Registry("space family", name_attr="family")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:

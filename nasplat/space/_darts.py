@@ -215,7 +215,6 @@ class CellPlan:
 
 @FAMILIES.register("darts_cell")
 class DartsSpace(SearchSpace):
-    family = "darts_cell"
     Config = DartsCellConfig
     config: DartsCellConfig
 

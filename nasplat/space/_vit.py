@@ -257,7 +257,6 @@ class StagePlan:
 
 @FAMILIES.register("vit_hybrid")
 class VitHybridSpace(SearchSpace):
-    family = "vit_hybrid"
     Config = VitHybridConfig
     config: VitHybridConfig
 

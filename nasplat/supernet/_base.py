@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 from torch import nn
 
+from ..checkpoint import load_weights
 from ..registry import Registry
 from ..space import Arch, SearchSpace
 
@@ -26,12 +28,6 @@ class Supernet(nn.Module, ABC):
     def extract(self, arch: Arch) -> nn.Module:
         """A plain static ``nn.Module`` computing ``arch`` with copied weights."""
 
-    def choice_parameters(self, arch: Arch) -> dict:
-        """Per active choice of ``arch``, the weights it uses (see ``supernet/attribution.py``)."""
-        from .attribution import choice_parameters
-
-        return choice_parameters(self, arch)
-
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.space.sample(rng)
 
@@ -45,6 +41,16 @@ class Supernet(nn.Module, ABC):
 SUPERNETS: Registry[type[Supernet]] = Registry("supernet family")
 
 
-def build_supernet(space: SearchSpace) -> Supernet:
-    """The supernet class registered for the space's family."""
-    return SUPERNETS.get(space.family)(space)
+def build_supernet(space: SearchSpace, checkpoint: str | Path | None = None) -> Supernet:
+    """The supernet of the space's family (as timm's ``create_model``), with the weights of
+    ``checkpoint`` (a nasplat safetensors file of this space) when given.
+
+    Args:
+        space: the search space; its ``family`` picks the registered supernet class.
+        checkpoint: weights to load; a checkpoint of another space (by hash) or with
+            tensors that do not fit is a one-line :class:`~nasplat.errors.UserError`.
+    """
+    net = SUPERNETS.get(space.family)(space)
+    if checkpoint is not None:
+        load_weights(checkpoint, net, space.hash())
+    return net

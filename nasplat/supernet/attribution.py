@@ -24,15 +24,17 @@ normalised within their own choice). :data:`ROUTES_THROUGH_ALL` names that fallb
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..registry import Registry
 from ..space import Arch
-from ._base import Supernet
 
-ChoiceParameters = Callable[[Supernet, Arch], dict[str, list[torch.Tensor]]]
+if TYPE_CHECKING:
+    from ._base import Supernet
+
+ChoiceParameters = Callable[["Supernet", Arch], dict[str, list[torch.Tensor]]]
 
 CHOICE_PARAMETERS: Registry[ChoiceParameters] = Registry("choice attribution")
 

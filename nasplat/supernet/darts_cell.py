@@ -310,21 +310,6 @@ def build_derived(space: DartsSpace, genotype_path_or_dict: str | Path | Mapping
     return DerivedNet(space, read_genotype(space, genotype_path_or_dict), auxiliary, drop_path_prob)
 
 
-def load_trained_derived(space: DartsSpace, run_dir: str | Path) -> DerivedNet:
-    """The derived network trained by ``standalone`` in ``run_dir`` (eval mode, weights
-    loaded): reads ``supernet/derived.json`` and ``supernet/supernet.safetensors``."""
-    from ..train.checkpoint import load_weights
-
-    sdir = Path(run_dir) / "supernet"
-    info_path = sdir / "derived.json"
-    if not info_path.is_file():
-        raise UserError("no derived network here (train it with strategy 'standalone' first)", info_path)
-    info = json.loads(info_path.read_text())
-    net = build_derived(space, info["genotype"], bool(info.get("auxiliary", False)))
-    load_weights(sdir / "supernet.safetensors", net, space.hash())
-    return net.eval()
-
-
 def beta_weights(beta: torch.Tensor, space: DartsSpace) -> torch.Tensor:
     """Edge normalisation: softmax of β over the incoming edges of each node separately."""
     out = []

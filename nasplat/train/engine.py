@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
+from ..checkpoint import load_checkpoint, save_checkpoint, save_weights
+from ..data import DataBundle, load_experiment_data
 from ..io import append_csv_rows, write_text
 from ..ui import progress_bar, say
-from .checkpoint import load_checkpoint, save_checkpoint, save_weights
+from .distributed import Dist
 from .strategies import STRATEGIES, Strategy, StepInfo, TrainContext
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
 
 LOG_COLUMNS = ["phase", "epoch", "step", "global_step", "loss", "lr", "resolution", "macs", "archs", "time"]
 
@@ -174,3 +180,16 @@ def make_trainer(ctx: TrainContext, data_batch_size: int) -> Trainer:
     cls = STRATEGIES.get(ctx.cfg.strategy, None, "train.strategy")
     options = cls.parse_options(ctx.cfg.options)
     return Trainer(ctx, cls(ctx, options), data_batch_size)
+
+
+def build_trainer(exp: Experiment, data: DataBundle | None = None, device: torch.device | None = None) -> Trainer:
+    """The trainer for an experiment: seeds, data, supernet and strategy (also what each
+    Ray Train worker runs, where ``Dist`` picks up the worker's process group)."""
+    cfg = exp.config
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = data if data is not None else load_experiment_data(exp)
+    ctx = TrainContext(exp.space, data, cfg.train, cfg.seed, exp.run_dir, device or torch.device("cpu"), Dist())
+    return make_trainer(ctx, cfg.data.batch_size)

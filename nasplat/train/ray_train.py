@@ -17,28 +17,18 @@ the checkpoints there.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..checkpoint import weights_digest
 from ..errors import UserError
-from ..experiment import REPO_ROOT, Experiment, ExperimentConfig
+from ..experiment import Experiment, ExperimentConfig
+from ..paths import REPO_ROOT
 from ..ui import say
 
 REPLICAS_FILE = "replicas.json"
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over every tensor of the state dict (names, shapes, bytes)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def _payload(exp: Experiment, resume: bool) -> dict[str, Any]:
@@ -66,7 +56,7 @@ def _worker(payload: dict[str, Any]) -> None:
     import torch.distributed as torch_dist
 
     from ..io import write_text
-    from .run import build_trainer
+    from .engine import build_trainer
 
     exp = _experiment(payload)
     device = torch.device("cpu")

@@ -3,42 +3,14 @@ in-process (1 worker) or data-parallel under Ray Train (``train.workers > 1``)."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from ..data import DataBundle, load_data
 from ..errors import UserError
-from ..experiment import Experiment
 from ..ui import say
-from .distributed import Dist
-from .engine import Trainer, make_trainer
-from .strategies import TrainContext
+from .engine import build_trainer
 
-
-def load_experiment_data(exp: Experiment) -> DataBundle:
-    cfg = exp.config
-    try:
-        data = load_data(cfg.data, exp.space.config.input_channels, exp.base_dir)
-    except UserError as e:
-        if e.file is not None:
-            raise
-        raise UserError(e.message, exp.path, e.field) from None  # name the experiment file
-    if data.num_classes != exp.space.config.num_classes:
-        raise UserError(f"the space has {exp.space.config.num_classes} classes but data set "
-                        f"{cfg.data.name!r} has {data.num_classes}", exp.space.source or exp.path, "num_classes")
-    return data
-
-
-def build_trainer(exp: Experiment, data: DataBundle | None = None, device: torch.device | None = None) -> Trainer:
-    cfg = exp.config
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    data = data if data is not None else load_experiment_data(exp)
-    ctx = TrainContext(exp.space, data, cfg.train, cfg.seed, exp.run_dir, device or torch.device("cpu"), Dist())
-    return make_trainer(ctx, cfg.data.batch_size)
+if TYPE_CHECKING:
+    from ..experiment import Experiment
 
 
 def train_experiment(exp: Experiment, resume: bool = False, force: bool = False,

@@ -150,4 +150,4 @@ class Strategy(ABC):
         """Forward + backward of this step's subnets (gradients add up)."""
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("training strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("training strategy", name_attr="name")

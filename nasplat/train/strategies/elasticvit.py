@@ -351,7 +351,6 @@ def scoring_mode(model: nn.Module) -> Iterator[None]:
 # -- the strategy -----------------------------------------------------------------------------
 @STRATEGIES.register("elasticvit")
 class ElasticViT(Strategy):
-    name = "elasticvit"
     Options = ElasticViTOptions
     options: ElasticViTOptions
 

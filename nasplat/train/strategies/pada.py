@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ...errors import UserError
 from ...space import Arch
-from ...supernet.attribution import ROUTES_THROUGH_ALL, gradient_norms
+from ...supernet.attribution import ROUTES_THROUGH_ALL, choice_parameters, gradient_norms
 from ._base import STRATEGIES, Phase, StepInfo, derived_rng
 from .uniform import SinglePath
 
@@ -72,7 +72,6 @@ class PADAOptions(BaseModel):
 
 @STRATEGIES.register("pada")
 class PADA(SinglePath):
-    name = "pada"
     Options = PADAOptions
     options: PADAOptions
 
@@ -190,7 +189,7 @@ class PADA(SinglePath):
             g = r.norm(dim=1).double().cpu()
             self.g_sum.index_add_(0, idx, g)
             self.g_cnt.index_add_(0, idx, torch.ones_like(g))
-        norms = gradient_norms(self.supernet.choice_parameters(arch))
+        norms = gradient_norms(choice_parameters(self.supernet, arch))
         for name, v in norms.items():
             if name == ROUTES_THROUGH_ALL:
                 continue

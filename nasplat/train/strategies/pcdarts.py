@@ -86,7 +86,6 @@ class ClippedSGD(torch.optim.SGD):
 
 @STRATEGIES.register("pcdarts")
 class PCDarts(Strategy):
-    name = "pcdarts"
     Options = PCDartsOptions
     options: PCDartsOptions
     model: PCDartsNetwork

@@ -101,7 +101,6 @@ def choice_kind(name: str) -> str:
 
 @STRATEGIES.register("progressive_shrinking")
 class ProgressiveShrinking(Strategy):
-    name = "progressive_shrinking"
     Options = ProgressiveShrinkingOptions
     options: ProgressiveShrinkingOptions
 

@@ -17,7 +17,6 @@ class SandwichOptions(BaseModel):
 
 @STRATEGIES.register("sandwich")
 class Sandwich(Strategy):
-    name = "sandwich"
     Options = SandwichOptions
     options: SandwichOptions
 

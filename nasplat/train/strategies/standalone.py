@@ -10,8 +10,8 @@ drop-path (``drop_path``, raised linearly from 0 over the epochs as in DARTS) â€
 Paths are relative to the working directory (like ``output_dir``). The trained weights
 go to ``runs/<name>/supernet/supernet.safetensors`` as for every strategy, and
 ``runs/<name>/supernet/derived.json`` records what was built (genotype or arch,
-auxiliary head), so ``nasplat.supernet.darts_cell.load_trained_derived(space, run_dir)``
-(or ``load_standalone``) rebuilds it for export.
+auxiliary head), so :func:`nasplat.supernet.standalone.load_standalone` rebuilds it for
+export.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ...errors import UserError
 from ...io import write_json
-from ...supernet import build_supernet, resize
+from ...supernet import resize
+from ...supernet.standalone import DERIVED_FILE, build_standalone
 from ._base import STRATEGIES, StepInfo, StepOutput, Strategy
 
 
@@ -45,45 +45,8 @@ class StandaloneOptions(BaseModel):
         return self
 
 
-def build_standalone(space: Any, options: StandaloneOptions) -> nn.Module:
-    """The fixed network the options describe (fresh weights)."""
-    if options.genotype is not None:
-        from ...supernet.darts_cell import build_derived
-
-        return build_derived(space, options.genotype, options.auxiliary, options.drop_path)
-    arch = space.arch(options.arch, "train.options.arch")
-    if space.family == "darts_cell":
-        from ...supernet.darts_cell import build_derived
-
-        return build_derived(space, space.genotype_of(arch), options.auxiliary, options.drop_path)
-    net = build_supernet(space).extract(arch)
-    for m in net.modules():  # fresh weights: the supernet was never trained
-        if hasattr(m, "reset_parameters") and m is not net:
-            m.reset_parameters()
-    return net
-
-
-def load_standalone(space: Any, run_dir: str | Path) -> nn.Module:
-    """The network trained by ``standalone`` in ``run_dir``, weights loaded, eval mode."""
-    import json
-
-    from ..checkpoint import load_weights
-
-    sdir = Path(run_dir) / "supernet"
-    info_path = sdir / "derived.json"
-    if not info_path.is_file():
-        raise UserError("no stand-alone network here (train it with strategy 'standalone' first)", info_path)
-    info = json.loads(info_path.read_text())
-    opts = StandaloneOptions(genotype=info.get("genotype"), arch=info.get("arch") if info.get("genotype") is None
-                             else None, auxiliary=bool(info.get("auxiliary", False)))
-    net = build_standalone(space, opts)
-    load_weights(sdir / "supernet.safetensors", net, space.hash())
-    return net.eval()
-
-
 @STRATEGIES.register("standalone")
 class Standalone(Strategy):
-    name = "standalone"
     Options = StandaloneOptions
     options: StandaloneOptions
 
@@ -99,11 +62,13 @@ class Standalone(Strategy):
                 info["genotype"] = self.model.genotype  # type: ignore[attr-defined]
             else:
                 info["arch"] = dict(ctx.space.arch(options.arch))
-            write_json(Path(ctx.run_dir) / "supernet" / "derived.json", info)
+            write_json(Path(ctx.run_dir) / "supernet" / DERIVED_FILE, info)
         self._last_acc: float | None = None
 
     def build_model(self) -> nn.Module:
-        return build_standalone(self.ctx.space, self.options)
+        o = self.options
+        return build_standalone(self.ctx.space, genotype=o.genotype, arch=o.arch, auxiliary=o.auxiliary,
+                                drop_path=o.drop_path)
 
     def begin_epoch(self, phase: int, epoch: int) -> None:
         if self.derived:

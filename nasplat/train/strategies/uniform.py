@@ -46,4 +46,4 @@ class SinglePath(Strategy):
 
 @STRATEGIES.register("uniform")
 class Uniform(SinglePath):
-    name = "uniform"
+    """Single-path one-shot: one uniformly drawn subnet per step, plain cross-entropy."""

@@ -1,10 +1,15 @@
-"""Checkpoints: tensors in safetensors, everything else as JSON in the file's metadata
-(one file, written atomically) plus a human-readable JSON sidecar.
+"""Checkpoints and weights: tensors in safetensors, everything else as JSON in the
+file's metadata (one file, written atomically) plus a human-readable JSON sidecar.
+
+This module sits below every stage: training writes checkpoints, and the supernet
+factory (:func:`nasplat.supernet.build_supernet`), profiling, prediction, search and
+export read weights through it without importing the training package.
 
 Nothing is ever unpickled: a checkpoint from the internet cannot run code.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
-from ..errors import UserError
-from ..io import atomic_path, write_json
+from .errors import UserError
+from .io import atomic_path, write_json
 
 _META_KEY = "nasplat"
 
@@ -110,3 +115,14 @@ def load_weights(path: str | Path, model: torch.nn.Module, space_hash: str | Non
     except (RuntimeError, KeyError) as e:
         raise UserError(f"weights do not fit this supernet: {str(e).splitlines()[0]}", path) from None
     return meta
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over every tensor of the state dict (names, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
