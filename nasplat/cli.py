@@ -1,23 +1,48 @@
-"""The ``nasplat`` command. Each stage module contributes its subcommands through
-``add_commands(subparsers)``; user errors become one line on stderr and exit 2."""
+"""The ``nasplat`` command: a thin layer over the stages (and :mod:`nasplat.api`).
+
+Each stage module contributes its subcommands through ``add_commands(subparsers)``;
+user errors become one line on stderr and exit 2.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import UserError
 
 COMMAND_MODULES = [
     "nasplat.space.cli",
     "nasplat.train.cli",
-    "nasplat.export.cli",
     "nasplat.hw.cli",
     "nasplat.predict.cli",
     "nasplat.search.cli",
+    "nasplat.export.cli",
     "nasplat.pipeline",
     "nasplat.bench_cli",
 ]
+
+DESCRIPTION = """\
+Neural architecture search with weight-sharing supernets, end to end: write a search
+space and an experiment in YAML, train one supernet, measure latency on your devices
+with ONNX Runtime, search for the Pareto-best subnets, ship ONNX files."""
+
+EPILOG = """\
+the pipeline (each stage resumable; `run` does them all):
+  nasplat run EXP                   train -> profile -> predictor fit -> search -> export
+  nasplat train EXP                 runs/<name>/supernet/supernet.safetensors
+  nasplat profile EXP --device D    runs/<name>/profiles/<D>/measurements.csv
+  nasplat predictor fit EXP         runs/<name>/predictors/<D>/
+  nasplat search EXP                runs/<name>/search/{trials,pareto}.csv, pareto.png
+  nasplat export EXP --pareto       runs/<name>/export/<arch-id>.onnx + manifest.json
+
+examples:
+  nasplat space info ofa_mbv3_small
+  nasplat run examples/digits_ofa.yaml
+  nasplat run examples/digits_ofa.yaml --address auto     (on a Ray cluster)
+
+`nasplat COMMAND --help` describes a command; docs/ in the repository has the rest."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,16 +52,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nasplat", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="nasplat", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nasplat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # that stage has no commands yet
-                continue
-            raise
-        mod.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

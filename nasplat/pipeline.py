@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from .paths import supernet_checkpoint
 from .ui import say
 
 
@@ -38,18 +40,25 @@ def devices_needed(exp: Any) -> list[str]:
     return [experiment_profile(exp, spec).name for spec in exp.config.hardware]
 
 
-def run_pipeline(exp: Any, address: str | None = None) -> dict[str, Any]:
+def run_pipeline(exp: Any, address: str | None = None, force: bool = False,
+                 storage: str | None = None) -> dict[str, Any]:
+    """Run every stage of ``exp``; ``force`` discards every stage's earlier outputs first,
+    ``storage`` is the search study's Optuna storage URL."""
     from .search.outputs import pareto_table
     from .search.stage import read_pareto_archs, run_search
     from .train.run import train_experiment
 
     run_dir: Path = exp.run_dir
     t_all = time.perf_counter()
+    if force:
+        for sub in ("profiles", "predictors", "export"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
 
     t0 = _stage("train")
-    final = run_dir / "supernet" / "supernet.safetensors"
-    skipped = final.exists()
-    train_experiment(exp, resume=(run_dir / "supernet" / "last.safetensors").exists(), address=address)
+    final = supernet_checkpoint(run_dir)
+    skipped = final.exists() and not force
+    train_experiment(exp, resume=(run_dir / "supernet" / "last.safetensors").exists() and not force, force=force,
+                     address=address)
     _done("train", t0, skipped)
 
     devices = devices_needed(exp)
@@ -81,7 +90,7 @@ def run_pipeline(exp: Any, address: str | None = None) -> dict[str, Any]:
         _done("predictor fit", t0, skipped=not fitted)
 
     t0 = _stage("search")
-    result = run_search(exp, resume=True, address=address, print_table=False)
+    result = run_search(exp, resume=True, force=force, address=address, storage=storage, print_table=False)
     _done("search", t0, skipped=result.new_evaluations == 0)
 
     t0 = _stage("export")
@@ -111,12 +120,19 @@ def run_pipeline(exp: Any, address: str | None = None) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from .experiment import load_experiment
 
-    run_pipeline(load_experiment(args.experiment), address=args.address)
+    run_pipeline(load_experiment(args.experiment), address=args.address, force=args.force, storage=args.storage)
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from .cli_args import add_address, add_experiment
+
     p = sub.add_parser("run", help="the whole pipeline: train, profile, predictor fit, search, export")
-    p.add_argument("experiment")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    add_experiment(p)
+    add_address(p)
+    p.add_argument("--force", action="store_true",
+                   help="discard every stage's earlier outputs in the run folder and run them all again")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL for the search study (default: search.storage, else a file in "
+                        "runs/<name>/search/)")
     p.set_defaults(func=_run)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_args import add_experiment
+
 
 def _export(args: argparse.Namespace) -> int:
     from ..experiment import load_experiment
@@ -33,9 +35,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export subnets to ONNX with a manifest")
-    p.add_argument("experiment")
+    add_experiment(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--arch", help="max, min, an arch JSON object or @file.json (default: export.arch)")
     g.add_argument("--pareto", action="store_true", help="every subnet of search/pareto.csv")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<name>/export)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<name>/export)")
     p.set_defaults(func=_export)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_args import add_address, add_experiment, add_quiet
 from ..errors import UserError
 
 
@@ -42,18 +43,19 @@ def _device_run(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure subnet latency on a hardware profile")
-    p.add_argument("experiment")
-    p.add_argument("--device", help="profile name (default: every profile under hardware:)")
-    p.add_argument("--samples", type=int, default=None, help="archs per device (default: profile.samples)")
+    add_experiment(p)
+    p.add_argument("--device", metavar="NAME", help="profile name (default: every profile under hardware:)")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="archs per device (default: profile.samples)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--bundle", metavar="OUT.tar", help="write an offline bundle instead of measuring")
     g.add_argument("--import", dest="import_csv", metavar="CSV", help="append a device-run result CSV")
-    p.add_argument("--address", default=None, help="Ray address for where: ray profiles")
-    p.add_argument("--quiet", action="store_true")
+    add_address(p, "profiles with where: ray")
+    add_quiet(p)
     p.set_defaults(func=_profile)
 
     d = sub.add_parser("device-run", help="time a bundle with ONNX Runtime (needs only onnxruntime + numpy)")
-    d.add_argument("bundle")
-    d.add_argument("--out", required=True)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("bundle", metavar="BUNDLE", help="a bundle tar written by `nasplat profile --bundle`")
+    d.add_argument("--out", required=True, metavar="CSV", help="where to write the measurements")
+    add_quiet(d)
     d.set_defaults(func=_device_run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cli_args import add_address, add_experiment, add_quiet
 from ..errors import UserError
 
 
@@ -38,13 +39,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predictor", help="fit latency / accuracy predictors")
     psub = p.add_subparsers(dest="predictor_command", required=True, parser_class=type(p))
     f = psub.add_parser("fit", help="fit, report held-out metrics, save (no pickle)")
-    f.add_argument("experiment")
-    f.add_argument("--device", help="profile name (default: every profile under hardware:)")
+    add_experiment(f)
+    f.add_argument("--device", metavar="NAME", help="profile name (default: every profile under hardware:)")
     f.add_argument("--kind", default=None, help="latency predictor: learned or lut (default: predictor.latency)")
     f.add_argument("--options", default=None, help="JSON hyper-parameters, e.g. '{\"model\": \"gbrt\"}'")
     f.add_argument("--accuracy", action="store_true", help="fit the accuracy predictor instead")
     f.add_argument("--samples", type=int, default=None, help="archs to evaluate for --accuracy")
     f.add_argument("--from", dest="from_csv", default=None, help="CSV with arch,accuracy for --accuracy")
-    f.add_argument("--address", default=None)
-    f.add_argument("--quiet", action="store_true")
+    add_address(f, "measuring lut blocks on where: ray profiles")
+    add_quiet(f)
     f.set_defaults(func=_fit)

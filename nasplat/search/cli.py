@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_args import add_address, add_experiment
+
 
 def _search(args: argparse.Namespace) -> int:
     from ..experiment import load_experiment
@@ -15,10 +17,11 @@ def _search(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="multi-objective search over the trained supernet's subnets")
-    p.add_argument("experiment")
+    add_experiment(p)
     p.add_argument("--resume", action="store_true", help="continue the stored study")
     p.add_argument("--force", action="store_true", help="discard the stored study and start over")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
-    p.add_argument("--storage", default=None,
-                   help="Optuna RDB URL (default: sqlite:///runs/<name>/search/study.db)")
+    add_address(p, "the evaluator pool")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL for a study shared by several machines, e.g. postgresql://... "
+                        "(default: search.storage, else a file in runs/<name>/search/)")
     p.set_defaults(func=_search)

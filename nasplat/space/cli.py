@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 
+SPACE_HELP = "a space YAML file or a shipped space name (e.g. ofa_mbv3_small)"
+
 
 def _load(spec: str):
     from pathlib import Path
@@ -45,11 +47,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("space", help="inspect a search space")
     s = p.add_subparsers(dest="space_command", required=True, parser_class=type(p))
     i = s.add_parser("info", help="family, subnet count, MACs and params range")
-    i.add_argument("space", help="a space YAML file or a shipped space name")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("space", metavar="SPACE", help=SPACE_HELP)
+    i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=_info)
     q = s.add_parser("sample", help="random archs as JSON lines")
-    q.add_argument("space")
-    q.add_argument("-n", type=int, default=1)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("space", metavar="SPACE", help=SPACE_HELP)
+    q.add_argument("-n", type=int, default=1, help="how many archs (default 1)")
+    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     q.set_defaults(func=_sample)

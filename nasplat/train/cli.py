@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_args import add_address, add_experiment
+
 
 def _train(args: argparse.Namespace) -> int:
     from ..experiment import load_experiment
@@ -16,8 +18,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the experiment's supernet")
-    p.add_argument("experiment")
+    add_experiment(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="discard earlier training and start over")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    add_address(p, "data-parallel training (train.workers > 1)")
     p.set_defaults(func=_train)
