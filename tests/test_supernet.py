@@ -2,7 +2,8 @@
 function (with BN statistics, BN affine, SE biases and the kernel-transform matrices
 perturbed away from their identity / zero initialisation so that a wrong slice or a
 missing transform would show), the static net has the analytic parameter count, and
-BN recalibration sets the statistics to the cumulative average over the batches."""
+BN recalibration's cumulative mode sets the statistics to the cumulative average over the
+batches (OFA's default mode is tested in tests/test_ofa.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -157,7 +158,7 @@ def test_bn_recalibration_is_the_cumulative_average(one_thread):
     r = sp.resolution(arch)
     batches = [torch.randn(6, 1, r, r, generator=g) * (1 + i) for i in range(4)]
     bns, seen, hooks = _bn_inputs(static)
-    assert recalibrate_bn(static, batches) == 24
+    assert recalibrate_bn(static, batches, mode="cumulative") == 24
     for h in hooks:
         h.remove()
     assert not static.training  # mode restored
@@ -171,11 +172,11 @@ def test_bn_recalibration_is_the_cumulative_average(one_thread):
     # the perturbed statistics are gone: recalibrating again on other data gives other stats
     again = [b[:, :, :, :] * 0.5 for b in batches]
     first = bns[0].running_mean.clone()
-    recalibrate_bn(static, again)
+    recalibrate_bn(static, again, mode="cumulative")
     assert not torch.allclose(bns[0].running_mean, first)
     # resizing: batches at another size are resized to the arch's resolution
     big = [F.interpolate(b, size=(r + 8, r + 8), mode="bilinear", align_corners=False) for b in batches]
-    assert recalibrate_bn(static, big, resolution=r) == 24
+    assert recalibrate_bn(static, big, resolution=r, mode="cumulative") == 24
 
 
 def test_bn_recalibration_through_the_supernet_matches_the_static_net(one_thread):

@@ -29,7 +29,7 @@ class DataConfig(BaseModel):
     resolution: int = Field(32, ge=8, le=1024)  # stored image size; subnets resize per batch
     batch_size: int = Field(64, ge=1)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # when the data set has no val split
-    calib_images: int = Field(500, ge=1)  # held-out training images for BN recalibration
+    calib_images: int = Field(2000, ge=1)  # training images for BN recalibration (OFA: 2000; capped at the train split)
     loader_workers: int = Field(0, ge=0)
 
 

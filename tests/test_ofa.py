@@ -1,0 +1,123 @@
+"""OFA's training and evaluation recipe: BN recalibration as OFA's set_running_statistics,
+calibration images drawn from the training split, the teacher without dropout, KD never
+from a random teacher."""
+from __future__ import annotations
+
+import copy
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from _tiny_space import TINY_SPACE
+from nasplat.data import DataConfig, load_data
+from nasplat.space import space_from_dict
+from nasplat.supernet import build_supernet, recalibrate_bn
+from nasplat.supernet.bn import calibration_batches
+
+
+def tiny_mbv3_space():
+    return space_from_dict(yaml.safe_load(textwrap.dedent(TINY_SPACE)))
+
+
+@torch.no_grad()
+def ofa_formula_reference(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, tuple]:
+    """OFA's formula, written out: every BN normalises each batch with the batch's own
+    mean and biased variance; its statistics are the batch-size-weighted averages."""
+    model = copy.deepcopy(model).eval()
+    stats: dict[str, list] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm):
+            stats[name] = []
+
+            def fwd(x, m=m, rec=stats[name]):
+                mean = x.mean(dim=(0, 2, 3))
+                var = ((x - mean[None, :, None, None]) ** 2).mean(dim=(0, 2, 3))
+                rec.append((x.shape[0], mean, var))
+                return F.batch_norm(x, mean, var, m.weight, m.bias, False, 0.0, m.eps)
+
+            m.forward = fwd
+    for x in batches:
+        model(x)
+    out = {}
+    for name, rec in stats.items():
+        n = sum(r[0] for r in rec)
+        out[name] = (sum(r[0] * r[1] for r in rec) / n, sum(r[0] * r[2] for r in rec) / n)
+    return out
+
+
+def _perturbed_static(seed: int):
+    sp = tiny_mbv3_space()
+    torch.manual_seed(seed)
+    net = build_supernet(sp)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, _BatchNorm):
+                m.running_mean.uniform_(-0.3, 0.3, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+    arch = sp.sample(np.random.default_rng(seed))
+    return sp, net, arch
+
+
+def test_ofa_recalibration_equals_ofa_formula_and_official_code():
+    sp, net, arch = _perturbed_static(1)
+    static = net.extract(arch).train()  # the mode must not matter and must be restored
+    r = sp.resolution(arch)
+    g = torch.Generator().manual_seed(2)
+    # uneven batches: weighting by batch size and the biased variance both show
+    batches = [torch.randn(n, sp.config.input_channels, r, r, generator=g) * s + s
+               for n, s in ((7, 1.0), (7, 2.0), (3, 0.5))]
+    ref = ofa_formula_reference(static, batches)
+    official = copy.deepcopy(static)
+    tracked = {n: int(m.num_batches_tracked) for n, m in static.named_modules() if isinstance(m, _BatchNorm)}
+    assert recalibrate_bn(static, batches) == 17
+    assert static.training and all(m.training for m in static.modules())
+    bns = {n: m for n, m in static.named_modules() if isinstance(m, _BatchNorm)}
+    assert len(bns) > 10 and bns.keys() == ref.keys()
+    for name, m in bns.items():
+        mean, var = ref[name]
+        torch.testing.assert_close(m.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.running_var, var, rtol=1e-4, atol=1e-5)
+        assert int(m.num_batches_tracked) == tracked[name] and m.momentum == 0.1
+    # the cumulative mode is another function (unbiased variance, unweighted batches)
+    cum = copy.deepcopy(official)
+    recalibrate_bn(cum, batches, mode="cumulative")
+    name = next(iter(bns))
+    assert not torch.allclose(dict(cum.named_modules())[name].running_var, bns[name].running_var, rtol=1e-3)
+    # the official code on the same static network and batches
+    pytest.importorskip("ofa", reason="the `ofa` package (test extra) is needed for the official reference")
+    from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
+
+    set_running_statistics(official, [(x, None) for x in batches])
+    for name, m in dict(official.named_modules()).items():
+        if isinstance(m, _BatchNorm):
+            torch.testing.assert_close(bns[name].running_mean, m.running_mean, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(bns[name].running_var, m.running_var, rtol=1e-4, atol=1e-5)
+
+
+def test_calibration_images_are_random_training_images_drawn_with_the_seed():
+    data = load_data(DataConfig(name="digits", resolution=8), 1)
+    train_x = data.train.x
+    a = calibration_batches(data, 300, seed=7, batch_size=128)
+    assert [len(x) for x in a] == [128, 128, 44]
+    imgs = torch.cat(a)
+    # each one is a training image (never a val image), without repeats
+    flat = train_x.flatten(1)
+    idx = [int(torch.nonzero((flat == x.flatten()).all(1))[0]) for x in imgs[:40]]
+    assert len(set(idx)) == 40
+    val = data.val.x.flatten(1)
+    assert not any(bool((val == x.flatten()).all(1).any()) for x in imgs[:40])
+    assert torch.equal(imgs, torch.cat(calibration_batches(data, 300, seed=7, batch_size=128)))
+    assert not torch.equal(imgs, torch.cat(calibration_batches(data, 300, seed=8, batch_size=128)))
+    # a random draw, not the first training images
+    assert idx != list(range(40))
+    # OFA's 2000 by default, capped at the training split (digits: 1438 images)
+    assert sum(len(x) for x in calibration_batches(data)) == len(train_x) == 1438
