@@ -191,5 +191,7 @@ def load_cifar10(cfg: DataConfig, channels: int, base_dir: Path | None = None) -
         raise UserError("folder not found", root, "data.path")
     (xt, yt), (xv, yv) = read_cifar10(root)
     calib = np.sort(np.random.default_rng(0).permutation(len(yt))[: min(cfg.calib_images, len(yt))])
+    mean, std = (MEAN, STD) if channels == 3 else ((GRAY_MEAN,) * channels, (GRAY_STD,) * channels)
     return DataBundle(_tensors(xt, yt, None, channels, cfg.resolution), _tensors(xv, yv, None, channels, cfg.resolution),
-                      _tensors(xt, yt, calib, channels, cfg.resolution), 10, channels, cfg.resolution)
+                      _tensors(xt, yt, calib, channels, cfg.resolution), 10, channels, cfg.resolution,
+                      mean=mean, std=std, augment=cfg.augment)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from ._base import DATASETS, DataBundle, DataConfig, TensorData, fixed_split, to_channels
 
+MEAN, STD = 0.3, 0.4
+
 
 @DATASETS.register("digits")
 def load_digits(cfg: DataConfig, channels: int, base_dir: Path | None = None) -> DataBundle:
@@ -17,9 +19,10 @@ def load_digits(cfg: DataConfig, channels: int, base_dir: Path | None = None) ->
     d = sk_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bilinear", align_corners=False)
-    x = (x - 0.3) / 0.4  # roughly zero mean, unit variance
+    x = (x - MEAN) / STD  # roughly zero mean, unit variance
     x = to_channels(x, channels).contiguous()
     y = torch.tensor(d.target, dtype=torch.int64)
     train, val, calib = fixed_split(len(y), cfg.val_fraction, cfg.calib_images)
     return DataBundle(TensorData(x[train], y[train]), TensorData(x[val], y[val]),
-                      TensorData(x[calib], y[calib]), 10, channels, cfg.resolution)
+                      TensorData(x[calib], y[calib]), 10, channels, cfg.resolution,
+                      mean=(MEAN,) * channels, std=(STD,) * channels, augment=cfg.augment)

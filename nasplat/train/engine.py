@@ -119,16 +119,16 @@ class Trainer:
                     order = order[: per_worker * world][rank::world] if world > 1 else order[:per_worker]
                     first_step = start["step"] if (pi == start["phase"] and epoch == start["epoch"]) else 0
                     bar.advance(first_step)
-                    batches = ctx.data.batches("train", bs, order, drop_last=True)
+                    # resuming mid-epoch: the batches already trained are not even drawn (nor
+                    # augmented, so the restored RNG continues exactly where it stopped)
+                    batches = ctx.data.batches("train", bs, order[first_step * bs:], drop_last=True, augment=True,
+                                               device=ctx.device)
                     self.model.train()
-                    for step, (x, y, idx) in enumerate(batches):
-                        if step < first_step:
-                            continue
+                    for step, (x, y, idx) in enumerate(batches, start=first_step):
                         it = epoch * steps_per_epoch + step
                         for g in self.optimizer.param_groups:
                             g["lr"] = g["base_lr"] * strat.lr_factor(it, total, warm)
                         t0 = time.perf_counter()
-                        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                         self.optimizer.zero_grad(set_to_none=True)
                         info = StepInfo(pi, epoch, step, self.position["global_step"])
                         out = strat.step(x, y, idx, info)
