@@ -15,7 +15,7 @@ from .data import DataConfig
 from .errors import UserError
 from .hw.profile import ProfileStageConfig
 from .predict.config import PredictorConfig
-from .space import SearchSpace, load_space, read_yaml, space_from_dict, validate
+from .space import SearchSpace, read_yaml, resolve_space, space_from_dict, validate
 from .search.config import SearchConfig
 from .train.config import TrainConfig
 
@@ -66,25 +66,52 @@ class Experiment:
         q = Path(p)
         return q if q.is_absolute() else self.base_dir / q
 
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain data that means the same from any folder or machine: the
+        space inlined, the run folder, data path and profile paths absolute."""
+        cfg = self.config.model_dump(mode="json")
+        cfg["space"] = self.space.config.model_dump(mode="json")
+        cfg["output_dir"] = str(self.run_dir.resolve().parent)
+        if cfg["data"].get("path"):
+            cfg["data"]["path"] = str(self.resolve(cfg["data"]["path"]).resolve())
+        cfg["hardware"] = [str(self.resolve(h).resolve()) if Path(h).suffix or len(Path(h).parts) > 1 else h
+                           for h in cfg["hardware"]]
+        return cfg
 
-def resolve_space(spec: str | dict[str, Any], base_dir: Path, exp_path: Path) -> SearchSpace:
-    if isinstance(spec, dict):
-        return space_from_dict(spec, exp_path, "space")
-    p = Path(spec)
-    candidates = [p if p.is_absolute() else base_dir / p]
-    if not p.suffix:
-        candidates.append(SHIPPED_SPACES / f"{spec}.yaml")
-    for c in candidates:
-        if c.is_file():
-            return load_space(c)
-    raise UserError(f"search space {spec!r} not found", exp_path, "space")
+    def write_config(self) -> Path:
+        """Write the resolved config to ``runs/<name>/config.yaml`` (what a run folder is
+        reopened from: ``load_experiment("runs/<name>")``)."""
+        import yaml
+
+        from .io import write_text
+
+        path = self.run_dir / RESOLVED_CONFIG
+        write_text(path, "# written by nasplat: the resolved experiment of this run folder\n"
+                   + yaml.safe_dump(self.resolved(), sort_keys=False))
+        return path
+
+
+RESOLVED_CONFIG = "config.yaml"
 
 
 def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML file, or reopen a run folder (its
+    ``config.yaml``). Every problem is a one-line :class:`~nasplat.errors.UserError`
+    naming the file and the field.
+
+    Args:
+        path: an experiment YAML (e.g. ``examples/digits_ofa.yaml``) or a run folder
+            (``runs/<name>``) written by any stage.
+    """
     path = Path(path)
+    if path.is_dir():
+        if not (path / RESOLVED_CONFIG).is_file():
+            raise UserError(f"experiment file not found: a folder without {RESOLVED_CONFIG} (pass an experiment "
+                            f"YAML file or a run folder)", path)
+        path = path / RESOLVED_CONFIG
     data = read_yaml(path, "experiment file")
     config: ExperimentConfig = validate(ExperimentConfig, data, path)
-    space = resolve_space(config.space, path.parent, path)
+    space = resolve_space(config.space, path.parent, path, "space")
     from .data import DATASETS  # validated here so a typo fails before any work
     from .train.strategies import STRATEGIES
 

@@ -5,14 +5,14 @@ not pay for importing torch and onnx.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["DEFAULT_OPSET", "OnnxResult", "ort_session", "to_onnx", "verify"]
+from .._lazy import lazy_exports
 
+_EXPORTS = {"DEFAULT_OPSET": ".onnx", "OnnxResult": ".onnx", "ort_session": ".onnx", "to_onnx": ".onnx",
+            "verify": ".onnx", "export_archs": ".stage", "parse_arch": ".stage"}
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import onnx as _onnx
-
-        return getattr(_onnx, name)
-    raise AttributeError(name)
+if TYPE_CHECKING:
+    from .onnx import DEFAULT_OPSET, OnnxResult, ort_session, to_onnx, verify
+    from .stage import export_archs, parse_arch

@@ -11,24 +11,25 @@ and numpy)::
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "HardwareProfile": "profile", "Protocol": "profile", "Quantization": "profile",
-    "ProfileStageConfig": "profile", "load_profile": "profile", "shipped_profiles": "profile",
-    "measure_archs": "measure", "measure_models": "measure", "export_model": "measure",
-    "MEASUREMENT_COLUMNS": "measure",
-    "quantize_int8": "quantize",
-    "profile_experiment": "stage", "write_bundle": "stage", "import_results": "stage",
-    "read_measurements": "stage", "measurements_path": "stage", "stratified_archs": "stage",
-    "experiment_profile": "stage",
+    "HardwareProfile": ".profile", "Protocol": ".profile", "Quantization": ".profile",
+    "ProfileStageConfig": ".profile", "load_profile": ".profile", "shipped_profiles": ".profile",
+    "measure_archs": ".measure", "measure_models": ".measure", "export_model": ".measure",
+    "MEASUREMENT_COLUMNS": ".measure",
+    "quantize_int8": ".quantize",
+    "profile_experiment": ".stage", "write_bundle": ".stage", "import_results": ".stage",
+    "read_measurements": ".stage", "measurements_path": ".stage", "stratified_archs": ".stage",
+    "experiment_profile": ".stage",
 }
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:
+    from .measure import MEASUREMENT_COLUMNS, export_model, measure_archs, measure_models
+    from .profile import HardwareProfile, ProfileStageConfig, Protocol, Quantization, load_profile, shipped_profiles
+    from .quantize import quantize_int8
+    from .stage import (experiment_profile, import_results, measurements_path, profile_experiment,
+                        read_measurements, stratified_archs, write_bundle)

@@ -149,6 +149,7 @@ def profile_experiment(exp, device: str, samples: int | None = None, address: st
     calib = calibration_images(exp, profile.quantization.calib_images) if profile.precision == "int8" else None
     protocol = exp.config.profile.protocol_for(profile)
     chunk = exp.config.profile.chunk
+    exp.write_config()
     with progress_bar(f"profile {profile.name}", len(todo), not quiet) as bar:
         for s in range(0, len(todo), chunk):
             models = [export_arch(net, exp.space, a, profile, calib) for a in todo[s:s + chunk]]

@@ -18,25 +18,30 @@ Imports are lazy so that loading the experiment config stays light.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "PredictorConfig": "config", "AccuracyPredictorConfig": "config",
-    "regression_metrics": "metrics", "format_metrics": "metrics",
-    "arch_features": "features",
-    "LearnedPredictor": "learned", "REGRESSORS": "learned",
-    "LUTPredictor": "lut", "LUT_FAMILIES": "lut", "measure_units": "lut",
-    "AccuracyPredictor": "accuracy",
-    "LATENCY_PREDICTORS": "_base", "load_latency_predictor": "_base", "load_accuracy_predictor": "_base",
-    "load_predictor": "_base", "save_predictor": "_base", "predictor_dir": "_base",
-    "fit_latency": "stage", "fit_accuracy": "stage", "fit_and_evaluate": "stage",
+    "PredictorConfig": ".config", "AccuracyPredictorConfig": ".config",
+    "regression_metrics": ".metrics", "format_metrics": ".metrics",
+    "arch_features": ".features",
+    "LearnedPredictor": ".learned", "REGRESSORS": ".learned",
+    "LUTPredictor": ".lut", "LUT_FAMILIES": ".lut", "measure_units": ".lut",
+    "AccuracyPredictor": ".accuracy",
+    "LATENCY_PREDICTORS": "._base", "load_latency_predictor": "._base", "load_accuracy_predictor": "._base",
+    "load_predictor": "._base", "save_predictor": "._base", "predictor_dir": "._base",
+    "fit_latency": ".stage", "fit_accuracy": ".stage", "fit_and_evaluate": ".stage",
 }
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:
+    from ._base import (LATENCY_PREDICTORS, load_accuracy_predictor, load_latency_predictor, load_predictor,
+                        predictor_dir, save_predictor)
+    from .accuracy import AccuracyPredictor
+    from .config import AccuracyPredictorConfig, PredictorConfig
+    from .features import arch_features
+    from .learned import REGRESSORS, LearnedPredictor
+    from .lut import LUT_FAMILIES, LUTPredictor, measure_units
+    from .metrics import format_metrics, regression_metrics
+    from .stage import fit_accuracy, fit_and_evaluate, fit_latency

@@ -6,23 +6,23 @@ first use so ``nasplat --help`` stays fast.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from .config import LinasConfig, SearchConfig
 
-_LAZY = {
+_EXPORTS = {
     "run_search": ".stage", "build_problem": ".stage", "read_pareto_archs": ".stage", "search_done": ".stage",
     "SEARCHERS": ".searchers", "METRICS": ".metrics", "parse_constraint": ".metrics", "pareto_mask": ".metrics",
     "hypervolume": ".metrics", "EvaluatorPool": ".evaluator", "SupernetEvaluator": ".evaluator",
     "Problem": ".runner", "SearchLoop": ".runner", "SearchResult": ".runner",
 }
+_names, __getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["LinasConfig", "SearchConfig", *_names]
 
-__all__ = ["LinasConfig", "SearchConfig", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(name)
+if TYPE_CHECKING:
+    from .evaluator import EvaluatorPool, SupernetEvaluator
+    from .metrics import METRICS, hypervolume, parse_constraint, pareto_mask
+    from .runner import Problem, SearchLoop, SearchResult
+    from .searchers import SEARCHERS
+    from .stage import build_problem, read_pareto_archs, run_search, search_done

@@ -146,6 +146,7 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
                     write_outputs(SearchResult(recs, annotate(problem, recs), problem), out_dir, plot=False)
                     last[0] = time.monotonic()
 
+            exp.write_config()
             loop = SearchLoop(problem, cfg, study, seed, pool.map if pool else None, on_round, quiet)
             result = loop.run()
         finally:

@@ -67,3 +67,26 @@ def space_from_dict(data: dict[str, Any], source: str | Path | None = None, pref
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file."""
     return space_from_dict(read_yaml(path, "search space file"), path)
+
+
+def resolve_space(spec: str | Path | dict[str, Any], base_dir: Path | None = None,
+                  source: str | Path | None = None, field: str | None = "space") -> SearchSpace:
+    """The one rule for naming a space: an inline mapping, a YAML path (relative to
+    ``base_dir``) or the name of a shipped space (``ofa_mbv3_small`` ->
+    ``search_spaces/ofa_mbv3_small.yaml``). Unknown: one line naming both forms."""
+    from ..paths import SHIPPED_SPACES
+
+    if isinstance(spec, dict):
+        return space_from_dict(spec, source, field or "")
+    p = Path(spec)
+    path = p if p.is_absolute() or base_dir is None else base_dir / p
+    if p.suffix or len(p.parts) > 1:  # a path
+        if not path.is_file() and source is not None:  # named in a file: name that file and field
+            raise UserError(f"search space {str(spec)!r} not found", source, field)
+        return load_space(path)
+    for c in (path, SHIPPED_SPACES / f"{spec}.yaml"):
+        if c.is_file():
+            return load_space(c)
+    shipped = ", ".join(sorted(q.stem for q in SHIPPED_SPACES.glob("*.yaml")))
+    raise UserError(f"search space {str(spec)!r} not found (a YAML path, or a shipped space: {shipped})",
+                    source, field)

@@ -10,15 +10,9 @@ SPACE_HELP = "a space YAML file or a shipped space name (e.g. ofa_mbv3_small)"
 
 
 def _load(spec: str):
-    from pathlib import Path
+    from . import resolve_space
 
-    from ..paths import SHIPPED_SPACES
-    from . import load_space
-
-    p = Path(spec)
-    if not p.exists() and not p.suffix and (SHIPPED_SPACES / f"{spec}.yaml").is_file():
-        p = SHIPPED_SPACES / f"{spec}.yaml"
-    return load_space(p)
+    return resolve_space(spec, None, None, "SPACE")
 
 
 def _info(args: argparse.Namespace) -> int:

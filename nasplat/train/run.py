@@ -30,10 +30,12 @@ def train_experiment(exp: Experiment, resume: bool = False, force: bool = False,
     if exp.config.train.workers > 1:
         from .ray_train import train_distributed
 
+        exp.write_config()
         return train_distributed(exp, resume=resume, address=address)
     trainer = build_trainer(exp)
     if resume and trainer.resume():
         say(f"resuming from {last} at phase {trainer.position['phase']}, epoch {trainer.position['epoch']}, "
             f"step {trainer.position['step']}")
+    exp.write_config()
     trainer.fit()
     return final
