@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {"DEFAULT_OPSET": ".onnx", "OnnxResult": ".onnx", "ort_session": ".onnx", "to_onnx": ".onnx",
-            "verify": ".onnx", "export_archs": ".stage", "parse_arch": ".stage"}
+_EXPORTS = {"DEFAULT_OPSET": "..onnxio", "OnnxResult": "..onnxio", "ort_session": "..onnxio",
+            "to_onnx": "..onnxio", "verify": "..onnxio", "export_archs": ".stage", "parse_arch": ".stage"}
 __all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .onnx import DEFAULT_OPSET, OnnxResult, ort_session, to_onnx, verify
+    from ..onnxio import DEFAULT_OPSET, OnnxResult, ort_session, to_onnx, verify
     from .stage import export_archs, parse_arch

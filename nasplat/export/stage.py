@@ -23,7 +23,7 @@ from ..space import Arch
 from ..supernet import Supernet, build_supernet, resize
 from ..supernet.evaluate import accuracy, extract_calibrated
 from ..ui import progress_bar
-from .onnx import to_onnx, verify
+from ..onnxio import to_onnx, verify
 
 if TYPE_CHECKING:
     from ..experiment import Experiment

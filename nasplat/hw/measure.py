@@ -50,7 +50,7 @@ def export_model(module, shape: Sequence[int], profile: HardwareProfile, calib: 
     """A static module -> ONNX bytes in the profile's precision. For int8, ``calib`` are
     real images (any size; resized to the input); without them Gaussian noise is used,
     which leaves latency unchanged but not accuracy."""
-    from ..export import to_onnx
+    from ..onnxio import to_onnx
 
     data = to_onnx(module.eval(), tuple(shape), opset=profile.opset).data
     if profile.precision == "int8":

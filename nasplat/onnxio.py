@@ -1,4 +1,6 @@
-"""Static subnet -> ONNX, checked with onnx.checker and against torch with onnxruntime."""
+"""Static network -> ONNX bytes, checked with onnx.checker and against torch with ONNX
+Runtime. Below every stage: profiling (hw), lut measurement (predict) and export all
+convert subnets with it."""
 from __future__ import annotations
 
 import io
