@@ -14,6 +14,7 @@ from .errors import UserError
 
 COMMAND_MODULES = [
     "nasplat.space.cli",
+    "nasplat.supernet.cli",
     "nasplat.train.cli",
     "nasplat.hw.cli",
     "nasplat.predict.cli",

@@ -18,3 +18,9 @@ def add_address(p: argparse.ArgumentParser, what: str = "training and search") -
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, metavar="CKPT",
+                   help="supernet weights to use instead of the run's trained ones: a nasplat checkpoint of "
+                        "the space or an official OFA checkpoint (see `nasplat convert`)")

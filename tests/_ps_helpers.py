@@ -24,7 +24,7 @@ PS_SPACE: dict[str, Any] = {
 
 
 def write_ps_exp(tmp: Path, name: str = "ps", phases: dict | None = None, batch_size: int = 128,
-                 **train: Any) -> Path:
+                 options: dict | None = None, **train: Any) -> Path:
     """An experiment on digits at 10 px with a tiny PS schedule (1 epoch per phase)."""
     phases = phases if phases is not None else {n: {"epochs": 1} for n in
                                                  ("teacher", "kernel", "depth/1", "depth/2", "expand/1", "expand/2")}
@@ -32,7 +32,7 @@ def write_ps_exp(tmp: Path, name: str = "ps", phases: dict | None = None, batch_
         "name": name, "seed": 5, "output_dir": str(tmp / "runs"), "space": PS_SPACE,
         "data": {"name": "digits", "resolution": 10, "batch_size": batch_size, "calib_images": 200},
         "train": {"strategy": "progressive_shrinking", "epochs": 6, "lr": 0.1, "threads": 1,
-                  "options": {"phases": phases}, **train},
+                  "options": {"phases": phases, **(options or {})}, **train},
     }
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -121,3 +121,90 @@ def test_calibration_images_are_random_training_images_drawn_with_the_seed():
     assert idx != list(range(40))
     # OFA's 2000 by default, capped at the training split (digits: 1438 images)
     assert sum(len(x) for x in calibration_batches(data)) == len(train_x) == 1438
+
+
+# -- the PS teacher and recipe -----------------------------------------------------------
+def _ps_trainer(tmp_path, **kw):
+    from _ps_helpers import write_ps_exp
+    from nasplat.experiment import load_experiment
+    from nasplat.train.run import build_trainer
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return build_trainer(load_experiment(write_ps_exp(tmp_path, **kw)))
+
+
+def test_teacher_runs_without_dropout(tmp_path):
+    tr = _ps_trainer(tmp_path)
+    strat, net = tr.strategy, tr.model
+    assert net.head.dropout.p > 0  # the space's head has dropout: the student keeps it
+    strat.begin_phase(0, strat.phases()[0])
+    strat.begin_phase(1, strat.phases()[1])
+    x = next(tr.ctx.data.batches("train", 16))[0]
+    teacher = strat.teacher
+    assert teacher.training
+    with torch.no_grad():
+        a, b = teacher(x), teacher(x)
+        net.train().set_active(net.space.max_arch())
+        s1, s2 = net(x), net(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(s1, s2)  # the same network with its dropout on differs call to call
+
+
+def test_teacher_checkpoint_replaces_the_teacher_phase(tmp_path):
+    from nasplat.checkpoint import save_weights
+
+    src = _ps_trainer(tmp_path / "a").model
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.01)
+    ckpt = tmp_path / "teacher.safetensors"
+    save_weights(ckpt, src, {"space_hash": src.space.hash()})
+    tr = _ps_trainer(tmp_path / "b", phases={}, options={"teacher": str(ckpt)})
+    strat = tr.strategy
+    assert [p.name for p in strat.phases()][0] == "kernel"  # the teacher phase is skipped
+    strat.begin_phase(0, strat.phases()[0])
+    t = strat.teacher.state_dict()
+    assert all(torch.equal(t[k], v) for k, v in src.state_dict().items())
+    assert not torch.equal(t["stem.0.weight"], tr.model.state_dict()["stem.0.weight"])  # not the student
+    assert all(m.p == 0 for m in strat.teacher.modules() if isinstance(m, nn.Dropout))
+    # train.init starts the student from a checkpoint too
+    tr2 = _ps_trainer(tmp_path / "c", init=str(ckpt))
+    assert all(torch.equal(tr2.model.state_dict()[k], v) for k, v in src.state_dict().items())
+
+
+def test_kd_without_a_teacher_is_refused(tmp_path, capsys):
+    from _ps_helpers import write_ps_exp
+    from nasplat.cli import main
+
+    p = write_ps_exp(tmp_path, phases={"teacher": {"epochs": 0}, "kernel": {"epochs": 1}})
+    assert main(["train", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.options" in err and "teacher" in err and str(p) in err
+    assert not (tmp_path / "runs").exists()
+    missing = write_ps_exp(tmp_path, name="m", options={"teacher": "nope.safetensors"})
+    assert main(["train", str(missing)]) == 2
+    assert "teacher checkpoint not found" in capsys.readouterr().err
+
+
+def test_ofa_parameter_groups_and_min_subnet_option(tmp_path):
+    from nasplat.train.strategies import StepInfo
+
+    tr = _ps_trainer(tmp_path)
+    strat = tr.strategy
+    decay, no_decay = strat.parameter_groups()
+    names = {id(p): n for n, p in tr.model.named_parameters()}
+    assert any("transforms" in names[id(p)] for p in decay["params"])  # OFA decays the matrices
+    assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0
+    phases = strat.phases()
+    info = StepInfo(5, 0, 1, 0)
+    strat.begin_phase(5, phases[5])
+    assert len(strat.step_archs(info, 10)) == 4  # OFA: 4 random subnets, no forced smallest
+    opt = _ps_trainer(tmp_path, options={"expand_min_subnet": True}).strategy
+    opt.begin_phase(4, phases[4])
+    archs = opt.step_archs(StepInfo(4, 0, 1, 0), 10)
+    assert len(archs) == 5 and archs[-1] == opt.smallest(10)
+    assert all(archs[-1][f"e{i}_{j}"] == 3 for i in (0, 1) for j in range(int(archs[-1][f"d{i}"])))  # expand/1
+    opt.begin_phase(5, phases[5])
+    assert opt.step_archs(info, 10)[-1] == opt.ctx.space.arch({**opt.ctx.space.min_arch(), "r": 10})
+    opt.begin_phase(1, phases[1])
+    assert len(opt.step_archs(StepInfo(1, 0, 1, 0), 10)) == 1  # only in the expand phases

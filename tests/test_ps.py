@@ -44,7 +44,8 @@ def test_default_schedule_keeps_ofa_ratios_and_order(tmp_path):
 
 def test_phase_overrides_and_skips(tmp_path):
     tr = trainer_for(tmp_path, phases={"teacher": {"epochs": 0}, "depth/1": {"epochs": 3, "lr": 0.5,
-                                                                           "warmup_epochs": 1, "subnets": 3}})
+                                                                           "warmup_epochs": 1, "subnets": 3}},
+                     options={"kd_ratio": 0.0})  # no teacher phase: no KD (tests/test_ofa.py)
     ph = tr.strategy.phases()
     assert [p.name for p in ph] == NAMES[1:]
     d1 = ph[1]

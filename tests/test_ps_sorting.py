@@ -1,6 +1,8 @@
 """Width importance sorting (OFA's re_organize_middle_weights) keeps functions and nesting."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -22,9 +24,9 @@ def test_band_sort_order_sorts_within_bands_only():
     assert band_sort_order(imp, [4]).tolist() == torch.sort(off, descending=True, stable=True).indices.tolist()
 
 
-def _net(seed=0):
+def _net(seed=0, cfg=PS_SPACE):
     torch.manual_seed(seed)
-    space = space_from_dict(PS_SPACE)
+    space = space_from_dict(cfg)
     net = build_supernet(space)
     # non-trivial BN statistics and affine parameters, so a wrong permutation shows
     with torch.no_grad():
@@ -75,26 +77,39 @@ def test_full_width_function_unchanged_and_channels_sorted(mode):
                 assert torch.all(se_imp[:-1] >= se_imp[1:])
 
 
-def test_second_expand_sort_keeps_every_trained_width():
-    space, net = _net(1)
+@pytest.mark.parametrize("se_bands", [True, False])
+def test_second_expand_sort_keeps_every_trained_width(se_bands):
+    """With ``se_bands`` every trained width keeps its function; OFA's own sort (the
+    default) re-sorts the SE hidden channels without bands, which moves the trained
+    subnets whose SE is narrower than the full width's (stage 1 here: expand 4 -> SE 16,
+    expand 6 -> SE 24) a little."""
+    cfg = copy.deepcopy(PS_SPACE)
+    cfg["stages"][1]["expands"] = [3, 4, 6]
+    space, net = _net(1, cfg)
     net.eval()
     sort_middle_channels(net, 1)
-    # "train" a bit more: perturb the projection so the importance order changes
+    # "train" a bit more: perturb the projection and SE so the importance orders change
     with torch.no_grad():
         for blocks in net.stages:
             for blk in blocks:
                 blk.project.weight.mul_(torch.rand_like(blk.project.weight) * 2)
+                if blk.se is not None:
+                    blk.se.expand.weight.mul_(torch.rand_like(blk.se.expand.weight) * 2)
     rng = np.random.default_rng(1)
-    trained = [space.arch({**space.sample(rng),
-                           **{p.name: int(rng.choice([3, 4])) for p in space.params if p.name.startswith("e")}})
-               for _ in range(12)]
-    smallest = [space.arch({**a, **{p.name: 2 for p in space.params if p.name.startswith("e")}}) for a in trained[:4]]
+    e_params = [p for p in space.params if p.name.startswith("e")]
+    trained = [space.arch({**space.sample(rng), **{p.name: sorted(p.choices)[int(rng.integers(1, 3))]
+                                                   for p in e_params}}) for _ in range(12)]
+    smallest = [space.arch({**a, **{p.name: min(p.choices) for p in e_params}}) for a in trained[:4]]
     x = torch.randn(16, 1, 10, 10)
     before, before_small = _outputs(net, trained, x), _outputs(net, smallest, x)
     first_band = set(net.stages[0][0].expand_conv.weight[:24].flatten(1).sum(1).tolist())
-    sort_middle_channels(net, 2)  # expand/2 start: widths of e=4 (full) and e=3 were trained
-    for a, b in zip(before, _outputs(net, trained, x)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    sort_middle_channels(net, 2, se_bands)  # expand/2 start: the two largest widths were trained
+    same = [torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(before, _outputs(net, trained, x))]
+    if se_bands:
+        assert all(same)
+    else:  # OFA: the SE-narrow trained subnets move, those at full stage-1 width do not
+        se_full = [all(a[f"e1_{j}"] == 6 for j in range(int(a["d1"]))) for a in trained]
+        assert all(s for s, f in zip(same, se_full) if f) and not all(same)
     # the channels of the e=3 band stay in it (permuted within), importance sorted per band
     blk = net.stages[0][0]
     assert set(blk.expand_conv.weight[:24].flatten(1).sum(1).tolist()) == first_band

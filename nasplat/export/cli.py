@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_args import add_experiment
+from ..cli_args import add_experiment, add_weights
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def _export(args: argparse.Namespace) -> int:
         archs = pareto_archs(exp)
     else:
         archs = [parse_arch(exp, args.arch) if args.arch else parse_arch(exp, exp.config.export.arch, "export.arch")]
-    entries = export_archs(exp, archs, args.out)
+    entries = export_archs(exp, archs, args.out, weights=args.weights, recalibrate=not args.no_recalibrate)
     for e in entries:
         print(f"{e['id']}  acc {e['accuracy'] * 100:.2f}%  MACs {e['macs'] / 1e6:.2f}M  "
               f"params {e['params'] / 1e6:.3f}M  -> {(args.out or exp.run_dir / 'export')}/{e['file']}")
@@ -40,4 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--arch", help="max, min, an arch JSON object or @file.json (default: export.arch)")
     g.add_argument("--pareto", action="store_true", help="every subnet of search/pareto.csv")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<name>/export)")
+    add_weights(p)
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="keep the checkpoint's BN statistics (default: recalibrate each subnet's BN)")
     p.set_defaults(func=_export)

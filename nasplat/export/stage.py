@@ -29,10 +29,16 @@ if TYPE_CHECKING:
     from ..experiment import Experiment
 
 
-def load_trained_supernet(exp: Experiment) -> Supernet:
+def load_trained_supernet(exp: Experiment, weights: str | Path | None = None) -> Supernet:
+    """The run's trained supernet, or the one in ``weights`` (a nasplat checkpoint of the
+    space or an official OFA checkpoint, e.g. converted with ``nasplat convert``)."""
+    if weights is not None:
+        from ..supernet.ofa_convert import load_any_weights
+
+        return load_any_weights(exp.space, weights).eval()
     path = supernet_checkpoint(exp.run_dir)
     if not path.exists():
-        raise UserError("no trained supernet; train one first (nasplat's `train` command)", path)
+        raise UserError("no trained supernet; train one first (nasplat's `train` command) or pass --weights", path)
     return build_supernet(exp.space, checkpoint=path).eval()
 
 
@@ -74,11 +80,14 @@ def versions() -> dict[str, str]:
 
 def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = None,
                  extra: dict[str, dict[str, Any]] | None = None, supernet: Supernet | None = None,
-                 data: Any = None) -> list[dict[str, Any]]:
-    """Export ``archs``; returns their manifest entries (also merged into manifest.json)."""
+                 data: Any = None, weights: str | Path | None = None,
+                 recalibrate: bool = True) -> list[dict[str, Any]]:
+    """Export ``archs``; returns their manifest entries (also merged into manifest.json).
+    ``recalibrate=False`` keeps the checkpoint's BN statistics (e.g. a pretrained OFA
+    supernet's) instead of recalibrating each subnet."""
     cfg = exp.config.export
     out_dir = Path(out_dir) if out_dir is not None else exp.run_dir / "export"
-    net = supernet if supernet is not None else load_trained_supernet(exp)
+    net = supernet if supernet is not None else load_trained_supernet(exp, weights)
     data = data if data is not None else load_experiment_data(exp)
     archs = list(dict.fromkeys(archs))
     entries = []
@@ -86,7 +95,8 @@ def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = 
     with progress_bar("export", len(archs)) as bar:
         for arch in archs:
             r = exp.space.resolution(arch)
-            static = extract_calibrated(net, arch, data, cfg.calib_images)
+            static = (extract_calibrated(net, arch, data, cfg.calib_images) if recalibrate
+                      else net.extract(arch).eval())
             acc = accuracy(static, data, "val", r)
             result = to_onnx(static, (1, channels, r, r), cfg.opset, cfg.dynamo)
             x = resize(next(iter(data.batches("val", 8)))[0], r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_args import add_address, add_experiment, add_quiet
+from ..cli_args import add_address, add_experiment, add_quiet, add_weights
 from ..errors import UserError
 
 
@@ -22,11 +22,11 @@ def _profile(args: argparse.Namespace) -> int:
         raise UserError("--bundle / --import need exactly one --device", None, "--device")
     for dev in devices:
         if args.bundle:
-            print(write_bundle(exp, dev, args.bundle, args.samples, args.quiet))
+            print(write_bundle(exp, dev, args.bundle, args.samples, args.quiet, args.weights))
         elif args.import_csv:
             import_results(exp, dev, args.import_csv, args.quiet)
         else:
-            print(profile_experiment(exp, dev, args.samples, args.address, args.quiet))
+            print(profile_experiment(exp, dev, args.samples, args.address, args.quiet, args.weights))
     return 0
 
 
@@ -51,6 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--bundle", metavar="OUT.tar", help="write an offline bundle instead of measuring")
     g.add_argument("--import", dest="import_csv", metavar="CSV", help="append a device-run result CSV")
     add_address(p, "profiles with where: ray")
+    add_weights(p)
     add_quiet(p)
     p.set_defaults(func=_profile)
 

@@ -93,11 +93,17 @@ def stratified_archs(space: SearchSpace, n: int, seed: int = 0, pool: int = 4000
     return list(out.values())[:n]
 
 
-def load_profiling_supernet(exp):
-    """The experiment's supernet, with trained weights when they exist."""
+def load_profiling_supernet(exp, weights=None):
+    """The experiment's supernet, with the weights of ``weights`` (a nasplat or official
+    OFA checkpoint) or else its trained weights when they exist."""
     from ..paths import supernet_checkpoint
     from ..supernet import build_supernet
 
+    if weights is not None:
+        from ..supernet.ofa_convert import load_any_weights
+
+        say(f"exporting subnets of the supernet in {weights}")
+        return load_any_weights(exp.space, weights).eval()
     final = supernet_checkpoint(exp.run_dir)
     if final.exists():
         say(f"exporting subnets of the trained supernet {final}")
@@ -134,7 +140,7 @@ def _todo(exp, profile: HardwareProfile, samples: int | None) -> tuple[list[Arch
 
 
 def profile_experiment(exp, device: str, samples: int | None = None, address: str | None = None,
-                       quiet: bool = False) -> Path:
+                       quiet: bool = False, weights: str | Path | None = None) -> Path:
     """Measure the experiment's archs on ``device``; returns the measurements CSV."""
     profile = experiment_profile(exp, device)
     todo, path, n = _todo(exp, profile, samples)
@@ -145,7 +151,7 @@ def profile_experiment(exp, device: str, samples: int | None = None, address: st
         f"{profile.intra_op_threads} thread(s), where: {profile.where})", not quiet)
     if profile.where == "bundle":
         measure_models([], profile)  # raises the explanatory UserError
-    net = load_profiling_supernet(exp)
+    net = load_profiling_supernet(exp, weights)
     calib = calibration_images(exp, profile.quantization.calib_images) if profile.precision == "int8" else None
     protocol = exp.config.profile.protocol_for(profile)
     chunk = exp.config.profile.chunk
@@ -160,13 +166,14 @@ def profile_experiment(exp, device: str, samples: int | None = None, address: st
 
 
 # -- offline bundles --------------------------------------------------------------------
-def write_bundle(exp, device: str, out: str | Path, samples: int | None = None, quiet: bool = False) -> Path:
+def write_bundle(exp, device: str, out: str | Path, samples: int | None = None, quiet: bool = False,
+                 weights: str | Path | None = None) -> Path:
     """Export the not-yet-measured archs into a bundle tar for ``nasplat device-run``."""
     profile = experiment_profile(exp, device)
     todo, _, n = _todo(exp, profile, samples)
     if not todo:
         raise UserError(f"all {n} archs are already measured for {profile.name}; nothing to bundle", None, "--bundle")
-    net = load_profiling_supernet(exp)
+    net = load_profiling_supernet(exp, weights)
     calib = calibration_images(exp, profile.quantization.calib_images) if profile.precision == "int8" else None
     protocol = exp.config.profile.protocol_for(profile)
     entries, files = [], {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_args import add_address, add_experiment
+from ..cli_args import add_address, add_experiment, add_weights
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -11,7 +11,8 @@ def _search(args: argparse.Namespace) -> int:
     from .stage import run_search
 
     exp = load_experiment(args.experiment)
-    run_search(exp, resume=args.resume, force=args.force, address=args.address, storage=args.storage)
+    run_search(exp, resume=args.resume, force=args.force, address=args.address, storage=args.storage,
+               weights=args.weights)
     return 0
 
 
@@ -24,4 +25,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage URL for a study shared by several machines, e.g. postgresql://... "
                         "(default: search.storage, else a file in runs/<name>/search/)")
+    add_weights(p)
     p.set_defaults(func=_search)

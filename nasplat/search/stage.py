@@ -73,10 +73,16 @@ def evaluator_init(exp: Experiment, cfg: SearchConfig, weights: Any) -> dict[str
             "val_images": cfg.val_images, "threads": max(1, int(cfg.cpus_per_worker))}
 
 
-def load_supernet_weights(exp: Experiment) -> dict[str, Any]:
+def load_supernet_weights(exp: Experiment, weights: str | Path | None = None) -> dict[str, Any]:
+    """The run's trained supernet weights (as numpy), or those of ``weights`` (a nasplat
+    checkpoint of the space or an official OFA checkpoint)."""
     from ..supernet import build_supernet
     from .evaluator import weights_to_numpy
 
+    if weights is not None:
+        from ..supernet.ofa_convert import load_any_weights
+
+        return weights_to_numpy(load_any_weights(exp.space, weights))
     path = supernet_checkpoint(exp.run_dir)
     if not path.exists():
         raise UserError("no trained supernet; train one first (nasplat's `train` command) or use accuracy: predictor", path)
@@ -84,7 +90,8 @@ def load_supernet_weights(exp: Experiment) -> dict[str, Any]:
 
 
 def run_search(exp: Experiment, resume: bool = False, force: bool = False, address: str | None = None,
-               storage: str | None = None, quiet: bool = False, print_table: bool = True) -> SearchResult:
+               storage: str | None = None, quiet: bool = False, print_table: bool = True,
+               weights: str | Path | None = None) -> SearchResult:
     cfg: SearchConfig = exp.config.search
     problem = build_problem(exp, cfg)
     out_dir = exp.run_dir / "search"
@@ -131,11 +138,11 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
         started = False
         try:
             if problem.expensive:
-                weights = load_supernet_weights(exp)
+                tensors = load_supernet_weights(exp, weights)
                 started = ensure_ray(address, cfg.workers * cfg.cpus_per_worker)
                 from .evaluator import EvaluatorPool
 
-                pool = EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, weights), cfg.max_restarts,
+                pool = EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, tensors), cfg.max_restarts,
                                      cfg.cpus_per_worker)
             last = [time.monotonic()]
             loop: SearchLoop

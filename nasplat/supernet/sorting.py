@@ -16,9 +16,11 @@ an exact lexicographic sort, independent of the importance magnitudes). A subnet
 any already-trained width therefore keeps its function too.
 
 The SE hidden channels (whose width follows the active middle width) are then sorted
-by ``Σ|W_se_expand[:, h]|`` as in OFA. Deviation: OFA sorts them without bands, which
-breaks the SE nesting of subnets trained in the first expand phase; we apply the same
-band rule to them, so the sort is function-preserving for every trained width.
+by ``Σ|W_se_expand[:, h]|`` as in OFA, without bands (OFA's code). That changes the
+function of the narrower subnets trained in the first expand phase a little (their SE
+takes other hidden channels afterwards). ``se_bands=True`` (a deviation, off by
+default) applies the band rule to the SE hidden channels too, so the sort preserves
+every trained width's function.
 """
 from __future__ import annotations
 
@@ -70,17 +72,18 @@ def sort_block(block: nn.Module, keep_widths: Sequence[int], se_keep_widths: Seq
     return order
 
 
-def sort_middle_channels(supernet: nn.Module, trained_expands: int) -> int:
+def sort_middle_channels(supernet: nn.Module, trained_expands: int, se_bands: bool = False) -> int:
     """Sort every elastic MBConv block of an ``mbv3`` supernet; the ``trained_expands``
     largest expand ratios of each block are the widths trained so far (1 at the first
-    expand phase: only the full width). Returns the number of blocks sorted."""
+    expand phase: only the full width). ``se_bands``: keep the SE hidden channels of
+    those widths nested too (not OFA's). Returns the number of blocks sorted."""
     space = supernet.space
     count = 0
     for i, blocks in enumerate(supernet.stages):
         for j, block in enumerate(blocks):
             expands = sorted(space.param(f"e{i}_{j}").choices, reverse=True)[: max(1, trained_expands)]
             widths = [space.mid_channels(block.cin, float(e)) for e in expands]
-            se_widths = [space.se_channels(w) for w in widths]
+            se_widths = [space.se_channels(w) for w in widths] if se_bands else []
             sort_block(block, widths, se_widths)
             count += 1
     return count

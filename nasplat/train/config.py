@@ -22,4 +22,5 @@ class TrainConfig(BaseModel):
     use_gpu: bool = False
     checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = each epoch end
     threads: int | None = Field(None, ge=1)  # torch intra-op threads per worker
+    init: str | None = None  # start from these weights (nasplat or official OFA checkpoint; relative to the experiment)
     options: dict[str, Any] = {}  # strategy-specific, validated by the strategy

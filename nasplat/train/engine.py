@@ -191,5 +191,11 @@ def build_trainer(exp: Experiment, data: DataBundle | None = None, device: torch
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     data = data if data is not None else load_experiment_data(exp)
-    ctx = TrainContext(exp.space, data, cfg.train, cfg.seed, exp.run_dir, device or torch.device("cpu"), Dist())
-    return make_trainer(ctx, cfg.data.batch_size)
+    ctx = TrainContext(exp.space, data, cfg.train, cfg.seed, exp.run_dir, device or torch.device("cpu"), Dist(),
+                       exp.base_dir)
+    trainer = make_trainer(ctx, cfg.data.batch_size)
+    if cfg.train.init:  # trained weights to start from (a resumed run then loads its own)
+        from ..supernet.ofa_convert import load_weights_into
+
+        load_weights_into(trainer.model, exp.space, exp.resolve(cfg.train.init))
+    return trainer

@@ -65,6 +65,7 @@ class TrainContext:
     run_dir: Path
     device: torch.device
     dist: Dist
+    base_dir: Path = Path(".")  # relative paths in train options resolve against it (the experiment's folder)
 
 
 def derived_rng(*keys: int) -> np.random.Generator:

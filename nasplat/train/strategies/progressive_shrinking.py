@@ -20,11 +20,20 @@ per batch, drawn from the space's list, the same on every worker.
 Per step the subnets are drawn with ``derived_rng(seed, phase, epoch, step, j)``
 inside the phase's restriction (taken from the space's own choice lists); each
 subnet's loss is ``label-smoothed CE + kd_ratio · CE(soft targets of the teacher)``
-and its gradients add up before one optimizer step. The teacher is a frozen copy of
-the full network taken when the teacher phase ends, run in train mode (batch-stat
-BN, as OFA does) under ``no_grad``; it is checkpointed with the strategy state.
-SGD Nesterov, no weight decay on BN / bias / kernel transforms (the base strategy's
-parameter groups), linear warm-up + cosine per iteration, restarted per phase.
+and its gradients add up before one optimizer step. The teacher is the full network:
+either a frozen copy of the supernet taken when the teacher phase ends, or the
+checkpoint ``train.options.teacher`` (a nasplat checkpoint of the space or an official
+OFA one, e.g. OFA's ``ofa_D4_E6_K7``), which replaces the teacher phase (it is then
+skipped unless ``phases.teacher.epochs`` says otherwise). As in OFA (its teacher is
+built with ``dropout_rate=0``) the teacher runs with dropout 0, in train mode
+(batch-statistics BN) under ``no_grad``; it is checkpointed with the strategy state.
+``kd_ratio > 0`` with neither a teacher phase nor a teacher checkpoint is refused:
+distilling from a randomly initialised network is never what OFA does.
+SGD Nesterov, weight decay on every weight but BN and biases (OFA's
+``no_decay_keys="bn#bias"``: the kernel-transform matrices are decayed too), linear
+warm-up + cosine per iteration, restarted per phase. ``train.init: CKPT`` starts
+the run (or, with earlier phases skipped, any phase) from trained weights, as OFA's
+phases start from the previous phase's checkpoint.
 At the start of each expand phase the middle channels are sorted by importance
 (:mod:`nasplat.supernet.sorting`) before the phase's optimizer is created.
 
@@ -38,8 +47,12 @@ up for ``train.warmup_epochs``. Every figure can be set per phase in
 Deviations from OFA, with reasons:
 - OFA ships no teacher-training recipe (it downloads a pretrained full net); the
   teacher phase here trains the full network with label-smoothed CE at elastic
-  resolution so the whole method is one command.
-- SE hidden channels are sorted within bands too (see :mod:`nasplat.supernet.sorting`).
+  resolution so the whole method is one command (``options.teacher`` follows OFA).
+- Options off by default: ``se_bands`` sorts the SE hidden channels within bands too
+  (keeps every trained width's function, see :mod:`nasplat.supernet.sorting`);
+  ``expand_min_subnet`` also trains the phase's smallest subnet every step of the
+  expand phases (the smallest subnets are rarely drawn at random; measured in
+  ``bench/ofa_vs_scratch``).
 """
 from __future__ import annotations
 
@@ -48,9 +61,10 @@ import re
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from ...errors import UserError
 from ...space import Arch
 from ...supernet import resize
 from ...supernet.sorting import sort_middle_channels
@@ -88,8 +102,20 @@ class ProgressiveShrinkingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     phases: dict[PhaseName, PhaseOptions] = {}
     kd_ratio: float = Field(1.0, ge=0)  # OFA's default
+    teacher: str | None = None  # full-net checkpoint (nasplat or OFA) instead of the teacher phase
     sort_channels: bool = True  # width importance sorting at each expand phase start
+    se_bands: bool = False  # not OFA's: keep the trained SE widths nested when sorting
+    expand_min_subnet: bool = False  # not OFA's: also train the smallest subnet each expand step
     channels_last: bool = True  # NHWC activations/weights: ~2x faster depthwise convs on CPU
+
+    @model_validator(mode="after")
+    def _teacher_exists(self) -> "ProgressiveShrinkingOptions":
+        t = self.phases.get("teacher")
+        if self.kd_ratio > 0 and self.teacher is None and t is not None and t.epochs == 0:
+            raise ValueError("kd_ratio > 0 distils from a teacher, but the teacher phase is skipped and no "
+                             "teacher checkpoint is given: set teacher: CKPT, keep the teacher phase or set "
+                             "kd_ratio: 0")
+        return self
 
 
 def choice_kind(name: str) -> str:
@@ -107,6 +133,11 @@ class ProgressiveShrinking(Strategy):
     def __init__(self, ctx, options):
         super().__init__(ctx, options)
         self.teacher: nn.Module | None = None
+        self.teacher_path = None
+        if self.options.teacher is not None:
+            self.teacher_path = ctx.base_dir / self.options.teacher
+            if not self.teacher_path.is_file():
+                raise UserError("teacher checkpoint not found", self.teacher_path, "train.options.teacher")
         self.sorted_phases: list[str] = []  # expand phases whose channels are sorted
         self._phases = self._build_phases()
         self._current: Phase | None = None
@@ -124,6 +155,8 @@ class ProgressiveShrinking(Strategy):
         for name, ep, wu, lr, subnets, ko, do, eo in OFA_SCHEDULE:
             o = self.options.phases.get(name, PhaseOptions())  # type: ignore[call-overload]
             epochs = o.epochs if o.epochs is not None else max(1, round(c.epochs * (ep + wu) / _TOTAL))
+            if name == "teacher" and o.epochs is None and self.options.teacher is not None:
+                epochs = 0  # the teacher checkpoint replaces the teacher phase
             if o.warmup_epochs is not None:
                 warm = o.warmup_epochs
             elif name == "teacher":
@@ -173,16 +206,33 @@ class ProgressiveShrinking(Strategy):
             # widths trained so far = the expand choices the previous phase opened
             prev = self._phases[index - 1].name if index > 0 else "teacher"
             trained = next(r[7] for r in OFA_SCHEDULE if r[0] == prev) or 1_000
-            n = sort_middle_channels(self.supernet, trained)
+            n = sort_middle_channels(self.supernet, trained, self.options.se_bands)
             self.sorted_phases.append(phase.name)
             say(f"  sorted the middle channels of {n} blocks by importance "
                 f"(keeping the trained widths nested)", self.ctx.dist.is_main)
 
     def _make_teacher(self) -> nn.Module:
+        """The full network, frozen, with dropout 0 (OFA's teacher: ``dropout_rate=0``):
+        the teacher checkpoint's weights when given, else the supernet's current ones."""
         teacher = copy.deepcopy(self.model)
+        if self.teacher_path is not None:
+            from ...supernet.ofa_convert import load_weights_into
+
+            load_weights_into(teacher, self.ctx.space, self.teacher_path)
         teacher.set_active(self.ctx.space.max_arch())
         teacher.requires_grad_(False)
+        for m in teacher.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.p = 0.0
         return teacher.train()
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """OFA's groups: weight decay on every weight tensor (the kernel-transform
+        matrices included), none on BN parameters and biases (``no_decay_keys='bn#bias'``)."""
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim <= 1]
+        return [{"params": decay, "weight_decay": self.ctx.cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
 
     def sample(self, info: StepInfo, j: int, resolution: int) -> Arch:
         """Subnet ``j`` of a step, drawn within the phase's restriction."""
@@ -194,6 +244,22 @@ class ProgressiveShrinking(Strategy):
         if "r" in values:
             values["r"] = resolution
         return self.ctx.space.arch(values)
+
+    def smallest(self, resolution: int) -> Arch:
+        """The smallest subnet the current phase allows, at ``resolution``."""
+        values = {name: min(vals) for name, vals in self._allowed.items()}
+        if "r" in values:
+            values["r"] = resolution
+        return self.ctx.space.arch(values)
+
+    def step_archs(self, info: StepInfo, resolution: int) -> list[Arch]:
+        """The subnets of one step: the phase's random draws (and, with
+        ``expand_min_subnet`` in an expand phase, the smallest subnet too)."""
+        assert self._current is not None, "begin_phase was not called"
+        archs = [self.sample(info, j, resolution) for j in range(self._current.subnets_per_step)]
+        if self.options.expand_min_subnet and self._current.name.startswith("expand"):
+            archs.append(self.smallest(resolution))
+        return archs
 
     def resolution(self, info: StepInfo) -> int:
         res = self.ctx.space.resolutions()
@@ -212,9 +278,9 @@ class ProgressiveShrinking(Strategy):
             self.teacher.train()
             with torch.no_grad():
                 soft = torch.softmax(self.teacher(xr), dim=1)
-        archs, total = [], 0.0
-        for j in range(self._current.subnets_per_step):
-            arch = self.sample(info, j, r)
+        archs = self.step_archs(info, r)
+        total = 0.0
+        for arch in archs:
             net.set_active(arch)
             out = net(xr)
             loss = label_smoothed_ce(out, y, smoothing)
@@ -222,7 +288,6 @@ class ProgressiveShrinking(Strategy):
                 loss = loss + self.options.kd_ratio * soft_target_ce(out, soft)
             loss.backward()
             total += float(loss.detach())
-            archs.append(arch)
         net.set_active(self.ctx.space.max_arch())
         return StepOutput(total / len(archs), archs, r)
 
