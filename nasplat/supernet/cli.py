@@ -20,10 +20,10 @@ def _convert(args: argparse.Namespace) -> int:
     if not args.space:
         raise UserError(f"which space the checkpoint holds is needed (e.g. --space ofa_mbv3): {USAGE}",
                         None, "--space")
-    from ..space.cli import _load as load_space_spec
+    from ..space import resolve_space
     from .ofa_convert import convert_ofa_checkpoint
 
-    space = load_space_spec(args.space)
+    space = resolve_space(args.space, None, None, "--space")
     meta = convert_ofa_checkpoint(args.inputs[1], space, args.out)
     print(f"{args.inputs[1]} -> {args.out} (space {meta['space']}, hash {meta['space_hash'][:12]})")
     return 0
