@@ -1,7 +1,7 @@
 """The one training engine: phases -> epochs -> steps, for every strategy.
 
 Per step: zero grads -> ``strategy.step`` (forward/backward of its subnets, gradients
-add up) -> all-reduce gradients across workers -> clip -> optimizer step -> LR
+add up) -> all-reduce gradients across workers -> clip (``strategy.clip_gradients``) -> optimizer step -> LR
 schedule (per iteration). Checkpoints capture everything needed to resume bit for bit
 on CPU: weights, optimizer, phase/epoch/step, the torch RNG and strategy state.
 """
@@ -133,8 +133,7 @@ class Trainer:
                         info = StepInfo(pi, epoch, step, self.position["global_step"])
                         out = strat.step(x, y, idx, info)
                         ctx.dist.average_gradients(self.model.parameters())
-                        if ctx.cfg.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(self.model.parameters(), ctx.cfg.grad_clip)
+                        strat.clip_gradients()
                         self.optimizer.step()
                         ctx.dist.broadcast_buffers(self.model)  # BN stats: rank 0's, as DDP does
                         self.position.update(phase=pi, epoch=epoch, step=step + 1,

@@ -7,6 +7,7 @@ order and any state it must checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -78,7 +79,8 @@ class Strategy(ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, ctx: TrainContext, options: BaseModel):
-        self.ctx = ctx
+        defaults = {k: v for k, v in self.train_defaults(options).items() if k not in ctx.cfg.model_fields_set}
+        self.ctx = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update=defaults)) if defaults else ctx
         self.options = options
         self.model: nn.Module = self.build_model().to(ctx.device)
 
@@ -87,6 +89,13 @@ class Strategy(ABC):
         return validate(cls.Options, data, source, "train.options")
 
     # -- hooks with defaults -------------------------------------------------------
+    @classmethod
+    def train_defaults(cls, options: BaseModel) -> dict[str, Any]:
+        """Values for ``train:`` fields the experiment leaves unset (e.g. the official
+        hyper-parameters of a method); read once, when the strategy is built. Fields the
+        experiment sets always win. Default: none."""
+        return {}
+
     def build_model(self) -> nn.Module:
         return build_supernet(self.ctx.space)
 
@@ -116,6 +125,15 @@ class Strategy(ABC):
         c = self.ctx.cfg
         return torch.optim.SGD(self.parameter_groups(), lr=phase.lr, momentum=c.momentum,
                                nesterov=c.nesterov and c.momentum > 0)
+
+    def clip_gradients(self) -> None:
+        """Called every step after the gradients are complete (all-reduced over workers),
+        right before the optimizer step. Default: clip the global gradient norm to
+        ``train.grad_clip`` when it is set. Strategies that clip differently or read the
+        clipped gradients override it."""
+        clip = self.ctx.cfg.grad_clip
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
 
     def lr_factor(self, it: int, total: int, warmup: int) -> float:
         """Linear warm-up then cosine to 0, per iteration."""
