@@ -42,11 +42,15 @@ def tiny_data(**changes):
 
 def tiny_ctx(run_dir: Path, strategy: str = "pada", epochs: int = 3, options: dict | None = None,
              data=None, seed: int = 0, lr: float = 0.1, label_smoothing: float = 0.1,
-             space_changes: dict | None = None) -> TrainContext:
+             space_changes: dict | None = None, space=None, **train) -> TrainContext:
+    """A training context on the tiny space; seeds torch's global generator with ``seed``
+    (the supernet's initial weights come from it), so a test does not depend on what ran
+    before it in the same process."""
+    torch.manual_seed(seed)
     cfg = TrainConfig(strategy=strategy, epochs=epochs, lr=lr, label_smoothing=label_smoothing,
-                      options=options or {}, threads=1)
-    return TrainContext(tiny_space(**(space_changes or {})), data if data is not None else tiny_data(), cfg, seed, Path(run_dir),
-                        torch.device("cpu"), Dist())
+                      options=options or {}, threads=1, **train)
+    return TrainContext(space or tiny_space(**(space_changes or {})), data if data is not None else tiny_data(),
+                        cfg, seed, Path(run_dir), torch.device("cpu"), Dist())
 
 
 def tiny_experiment_yaml(tmp: Path, strategy: str, epochs: int = 2, options: dict | None = None,

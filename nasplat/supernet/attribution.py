@@ -1,8 +1,8 @@
 """Which weights does each choice of an arch use? (PA&DA's path importance.)
 
-PA&DA scores every categorical choice value by the gradient norm of the weights that
-value used in a step. In a weight-sharing supernet that mapping is family-specific,
-so each family registers one function here::
+PA&DA scores a choice value by the gradient norms of the weights that value used in a
+step. In a weight-sharing supernet that mapping is family-specific, so each family
+registers one function::
 
     @CHOICE_PARAMETERS.register("mbv3")
     def _mbv3(net, arch) -> dict[str, list[torch.Tensor]]: ...
@@ -12,15 +12,19 @@ choice's current value computes with. Sliced (elastic) weights are listed whole:
 parts a subnet does not use receive no gradient, so the norm of the whole tensor's
 gradient is the norm over the used slice.
 
-Parameter-free choices. The official PA&DA code gives parameter-free ops (skip,
-pooling) G = 0, so they are only ever drawn through the uniform floor. Here a choice
-that a family leaves out of its mapping (or maps to no tensors), e.g. the input
-resolution, is attributed the gradient norm of *every weight its output is routed
-through*: in a feed-forward supernet that is the whole active subnet (a choice's
-output feeds every later layer, and the earlier layers' gradients pass through it).
-Every value of such a choice is scored the same way, so its values stay comparable
-among themselves, which is all ``p_o = τ·G_o/ΣG + (1−τ)/n`` needs (values are only
-normalised within their own choice). :data:`ROUTES_THROUGH_ALL` names that fallback.
+Parameter-free choices (``none``, skip, pooling, the input resolution) map to no
+tensors and score 0, as in the official code (ShunLu91/PA-DA
+``nasbench201/train_panda_201.py``: only the conv ops get a gradient norm), so they are
+drawn only through the uniform floor ``(1 - τ)/n`` of ``p``.
+
+Shared distributions. The official NAS-Bench-201 code keeps *one* op distribution for
+every edge of the cell. A family that has such groups registers them::
+
+    @CHOICE_GROUPS.register("darts_cell")
+    def _groups(space) -> list[list[str]]: ...  # choice names sharing one distribution
+
+Choices no group names get a distribution of their own (every categorical choice of an
+mbv3 or vit_hybrid space: PA&DA's generalisation beyond cell spaces).
 """
 from __future__ import annotations
 
@@ -29,52 +33,53 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..registry import Registry
-from ..space import Arch
+from ..space import Arch, SearchSpace
 
 if TYPE_CHECKING:
     from ._base import Supernet
 
 ChoiceParameters = Callable[["Supernet", Arch], dict[str, list[torch.Tensor]]]
+ChoiceGroups = Callable[[SearchSpace], list[list[str]]]
 
 CHOICE_PARAMETERS: Registry[ChoiceParameters] = Registry("choice attribution")
-
-ROUTES_THROUGH_ALL = "__all__"
-"""Key of the whole active subnet's parameters in :func:`choice_parameters`' result."""
+CHOICE_GROUPS: Registry[ChoiceGroups] = Registry("choice groups")
 
 
 def choice_parameters(net: Supernet, arch: Arch) -> dict[str, list[torch.Tensor]]:
-    """Per active choice of ``arch``: the tensors whose gradient scores it.
-
-    Choices the family does not map (or a family with no registered mapping) get every
-    parameter of the network (see the module docstring); the result also holds
-    :data:`ROUTES_THROUGH_ALL`.
-    """
+    """Per active choice of ``arch``: the tensors its value computed with (``[]`` for a
+    parameter-free value or a family without a registered mapping)."""
     family = net.space.family
     mapped = CHOICE_PARAMETERS.get(family)(net, arch) if family in CHOICE_PARAMETERS else {}
-    everything = [p for p in net.parameters() if p.requires_grad]
-    out: dict[str, list[torch.Tensor]] = {}
-    for name in sorted(net.space.active(arch)):
-        ts = mapped.get(name)
-        out[name] = list(ts) if ts else everything
-    out[ROUTES_THROUGH_ALL] = everything
+    return {name: list(mapped.get(name, [])) for name in sorted(net.space.active(arch))}
+
+
+def choice_groups(space: SearchSpace) -> list[list[str]]:
+    """The space's choices partitioned into groups that share one distribution, in
+    ``space.params`` order (a choice no registered group names is a group alone)."""
+    registered = CHOICE_GROUPS.get(space.family)(space) if space.family in CHOICE_GROUPS else []
+    group_of = {name: list(g) for g in registered for name in g}
+    out: list[list[str]] = []
+    for p in space.params:
+        g = group_of.get(p.name, [p.name])
+        if g not in out:
+            out.append(g)
     return out
 
 
-def gradient_norms(groups: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    """L2 norm of the current ``.grad`` of each group's tensors (None grads count 0).
-
-    Each tensor's squared norm is computed once even when it appears in many groups.
-    """
-    sq: dict[int, float] = {}
+def gradient_norm_sums(groups: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Per group: Σ over its tensors of ‖t.grad‖₂ (the official code adds the weight's and
+    the bias's norms); a tensor without a gradient adds 0. Each tensor's norm is computed
+    once even when it appears in many groups."""
     tensors: dict[int, torch.Tensor] = {}
     for ts in groups.values():
         for t in ts:
             tensors.setdefault(id(t), t)
     grads = [(k, t.grad) for k, t in tensors.items() if t.grad is not None]
+    norms: dict[int, float] = {}
     if grads:
-        norms = torch.stack([g.detach().float().pow(2).sum() for _, g in grads]).tolist()
-        sq = {k: v for (k, _), v in zip(grads, norms)}
-    return {name: sum(sq.get(id(t), 0.0) for t in ts) ** 0.5 for name, ts in groups.items()}
+        values = torch.stack([g.detach().float().norm() for _, g in grads]).tolist()
+        norms = {k: v for (k, _), v in zip(grads, values)}
+    return {name: float(sum(norms.get(id(t), 0.0) for t in ts)) for name, ts in groups.items()}
 
 
 # -- mbv3 -----------------------------------------------------------------------------
@@ -87,7 +92,7 @@ def _mbv3(net: Supernet, arch: Arch) -> dict[str, list[torch.Tensor]]:
     """mbv3: kernel ``k{i}_{j}`` -> the block's depthwise weight and kernel transforms;
     expand ``e{i}_{j}`` -> every middle-channel tensor of the block (expand conv + BN,
     depthwise + BN, SE, project); depth ``d{i}`` -> all weights of the stage's first d
-    blocks. Resolution ``r`` is parameter-free: it falls back to the whole subnet."""
+    blocks. Resolution ``r`` is parameter-free (G = 0, as the official pooling ops)."""
     out: dict[str, list[torch.Tensor]] = {}
     for i, blocks in enumerate(net.stages):  # type: ignore[attr-defined]
         d = int(arch[f"d{i}"])

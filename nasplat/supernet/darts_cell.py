@@ -594,15 +594,15 @@ class PCDartsNetwork(nn.Module):
         return derive_genotype(self.space, dict(self.alphas), betas)
 
 
-# -- PA&DA path attribution: the weights each edge's chosen op used ---------------------------
-from .attribution import CHOICE_PARAMETERS  # noqa: E402
+# -- PA&DA: the weights each edge's chosen op used, one op distribution per cell type ------------
+from .attribution import CHOICE_GROUPS, CHOICE_PARAMETERS  # noqa: E402
 
 
 @CHOICE_PARAMETERS.register("darts_cell")
 def _darts_choice_parameters(net: DartsSupernet, arch: Arch) -> dict[str, list[torch.Tensor]]:
-    """Per edge choice: the parameters of its op in every cell of that type. Parameter-free
-    ops (pooling, identity, none) map to nothing, so attribution gives them the whole
-    active subnet's gradient norm (see ``attribution``)."""
+    """Per edge choice: the parameters of its op in every cell of that type (the official
+    code sums the op's gradient norms over the cells). Parameter-free ops (none, skip
+    at stride 1, pooling) map to nothing: G = 0, as in the official code."""
     out: dict[str, list[torch.Tensor]] = {}
     for cp, cell in zip(net.space.plan(), net.cells):
         if not isinstance(cell, SinglePathCell):
@@ -613,3 +613,10 @@ def _darts_choice_parameters(net: DartsSupernet, arch: Arch) -> dict[str, list[t
             if op in cell.ops[e]:
                 out.setdefault(name, []).extend(cell.ops[e][op].parameters())
     return out
+
+
+@CHOICE_GROUPS.register("darts_cell")
+def _darts_choice_groups(space: DartsSpace) -> list[list[str]]:
+    """The edges of one cell type share one op distribution (the official PA&DA code keeps
+    one distribution for every edge of the NAS-Bench-201 cell)."""
+    return [[space.edge_name(t, j, i) for j, i in space.edges()] for t in space.cell_types()]
