@@ -209,7 +209,9 @@ def test_derived_net_aux_drop_path_and_onnx(tmp_path):
     geno = net.genotype()
     path = tmp_path / "genotype.json"
     path.write_text(json.dumps({**geno, "epoch": 3}))
-    derived = build_derived(space, path, auxiliary=True, drop_path_prob=0.2)
+    with pytest.raises(UserError, match="8x8 map"):  # the map after cell 2 is 4x4 here
+        build_derived(space, path, auxiliary=True)
+    derived = build_derived(space, path, auxiliary=True, drop_path_prob=0.2, aux_pool="adaptive")
     assert derived.genotype == geno
     derived.train()
     logits, aux = derived(torch.randn(4, 1, 8, 8), with_aux=True)
@@ -224,6 +226,44 @@ def test_derived_net_aux_drop_path_and_onnx(tmp_path):
         build_derived(space, {"normal": [[["sep_conv_3x3", 5]], [], [], []], "reduce": geno["reduce"]})
     with pytest.raises(UserError, match="not in this space"):
         build_derived(space, {"normal": [[["conv", 0]], [], [], []], "reduce": geno["reduce"]})
+
+
+def test_reductions_and_auxiliary_head_derive_from_cells(repo, tmp_path, capsys):
+    """A copy of darts.yaml with `cells: 20` (no `reductions` line): reduction cells at 20//3
+    and 2*20//3 as the official code, the auxiliary head after cell 13; `space info` says so."""
+    import yaml
+
+    from nasplat.cli import main
+
+    cfg = yaml.safe_load((repo / "search_spaces/darts.yaml").read_text())
+    assert "reductions" not in cfg
+    path = tmp_path / "darts20.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "cells": 20, "channels": 36, "name": "darts20"}))
+    space = load_space(path)
+    assert [cp.index for cp in space.plan() if cp.reduction] == [6, 13] and space.aux_cell() == 13
+    assert main(["space", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "reductions [6, 13]" in out and "auxiliary_after 13" in out
+
+
+def test_auxiliary_head_is_darts_on_an_8x8_map():
+    space = tiny(resolution=32, reductions=[0, 1])  # 32 -> 16 -> 8: cell 2 (= 2*3//3) outputs 8x8
+    assert space.aux_channels()[1] == 8
+    geno = PCDartsNetwork(space, 2).genotype()
+    net = build_derived(space, geno, auxiliary=True).train()
+    f = net.aux_head.features
+    pool, conv1, conv2 = f[1], f[2], f[5]
+    assert isinstance(f[0], torch.nn.ReLU) and isinstance(pool, torch.nn.AvgPool2d)
+    assert (pool.kernel_size, pool.stride, pool.padding, pool.count_include_pad) == (5, 3, 0, False)
+    assert (conv1.out_channels, conv1.kernel_size, conv1.bias) == (128, (1, 1), None)
+    assert (conv2.out_channels, conv2.kernel_size, conv2.bias) == (768, (2, 2), None)
+    assert isinstance(f[3], torch.nn.BatchNorm2d) and isinstance(f[6], torch.nn.BatchNorm2d)
+    assert net.aux_head.classifier.in_features == 768
+    seen = {}
+    net.cells[2].register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+    logits, aux = net(torch.randn(2, 1, 32, 32), with_aux=True)
+    assert seen["shape"][-2:] == (8, 8) and aux.shape == logits.shape == (2, 10)
+    assert space.genotype_params(geno, auxiliary=True) == sum(p.numel() for p in net.parameters())
 
 
 def test_k1_is_full_width_mixed_op():

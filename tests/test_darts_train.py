@@ -61,7 +61,8 @@ def test_pcdarts_search_then_standalone_retrain_and_export(tmp_path):
     # retrain the derived network stand-alone, then rebuild it for export
     rpath = write_exp(tmp_path, "retrain", {"strategy": "standalone", "epochs": 1, "lr": 0.05, "batch_size": 32,
                                             "options": {"genotype": str(sdir / "genotype.json"),
-                                                        "auxiliary": True, "drop_path": 0.1}})
+                                                        "auxiliary": True, "auxiliary_pool": "adaptive",
+                                                        "drop_path": 0.1}})
     rexp = load_experiment(rpath)
     train_experiment(rexp)
     info = json.loads((rexp.run_dir / "supernet" / "derived.json").read_text())
@@ -72,6 +73,31 @@ def test_pcdarts_search_then_standalone_retrain_and_export(tmp_path):
     x = torch.randn(2, 1, 8, 8)
     res = to_onnx(model, (2, 1, 8, 8))
     assert verify(model, res.data, x, rtol=1e-3, atol=1e-5) < 1e-3
+
+
+def test_standalone_retraining_defaults_are_the_official_train_py(tmp_path):
+    geno = {"normal": [[["sep_conv_3x3", 0], ["skip_connect", 1]]] * 4, "reduce": [[["max_pool_3x3", 0]]] * 4}
+    opts = {"genotype": geno, "auxiliary_pool": "adaptive"}
+    trainer = build_trainer(load_experiment(write_exp(tmp_path, "d", {"strategy": "standalone", "epochs": 10,
+                                                                     "options": opts})))
+    strat = trainer.strategy
+    c = strat.ctx.cfg
+    assert (c.lr, c.momentum, c.nesterov, c.weight_decay, c.label_smoothing, c.grad_clip, c.warmup_epochs) == \
+        (0.025, 0.9, False, 3e-4, 0.0, 5.0, 0.0)
+    assert strat.model.aux_head is not None and strat.drop_path == 0.3  # auxiliary head and drop-path on
+    opt = strat.make_optimizer(strat.phases()[0])
+    assert [g["weight_decay"] for g in opt.param_groups] == [3e-4]  # on all weights, BN and biases too
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(strat.model.parameters()))
+    assert not opt.param_groups[0]["nesterov"]
+    strat.begin_epoch(0, 5)
+    assert strat.model.drop_path_prob == pytest.approx(0.15)  # 0.3 ramped linearly over the epochs
+    steps = 14  # the cosine is per epoch: constant within one
+    assert strat.lr_factor(0, 10 * steps, 0) == strat.lr_factor(steps - 1, 10 * steps, 0) == 1.0
+    assert strat.lr_factor(5 * steps, 10 * steps, 0) == pytest.approx(0.5)
+    # what the experiment sets wins
+    t2 = build_trainer(load_experiment(write_exp(tmp_path, "d2", {"strategy": "standalone", "lr": 0.1,
+                                                                 "nesterov": True, "options": opts})))
+    assert (t2.strategy.ctx.cfg.lr, t2.strategy.ctx.cfg.nesterov, t2.strategy.ctx.cfg.weight_decay) == (0.1, True, 3e-4)
 
 
 def test_options_are_validated(tmp_path):

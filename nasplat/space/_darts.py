@@ -135,7 +135,7 @@ class DartsCellConfig(SpaceConfig):
     nodes: int = Field(4, ge=1, le=8)
     cells: int = Field(8, ge=1, le=64)
     channels: int = Field(16, ge=2, le=1024)
-    reductions: list[int] | None = None  # cell indices; default cells//3 and 2*cells//3
+    reductions: list[int] | None = None  # cell indices; default cells//3 and 2*cells//3 (official)
     reduction_cell: Literal["searched", "residual"] = "searched"  # NB201 uses residual blocks
     output: Literal["concat", "last"] = "concat"  # DARTS concatenates the nodes, NB201 the last
     genotype_edges: int | Literal["all"] = 2  # incoming edges kept per node when deriving
@@ -393,13 +393,14 @@ class DartsSpace(SearchSpace):
             costs.append(auxiliary_head_costs(self.aux_channels(), c.num_classes))
         return costs
 
+    def aux_cell(self) -> int:
+        """The cell after which DARTS' auxiliary head reads (official: cell 2*cells//3)."""
+        return 2 * self.config.cells // 3
+
     def aux_channels(self) -> tuple[int, int]:
-        """(channels, spatial size) at the auxiliary head: after the last reduction cell."""
-        plan = self.plan()
-        red = [cp for cp in plan if cp.reduction]
-        cp = red[-1] if red else plan[2 * len(plan) // 3]
-        size = cp.size_in // (2 if cp.reduction else 1)
-        return cp.c_out, size
+        """(channels, spatial size) of the auxiliary head's input: the output of :meth:`aux_cell`."""
+        cp = self.plan()[self.aux_cell()]
+        return cp.c_out, cp.size_in // (2 if cp.reduction else 1)
 
     def stage_costs(self, arch: Arch) -> list[tuple[int, int]]:
         return self.genotype_stage_costs(self.genotype_of(arch))
@@ -419,14 +420,15 @@ class DartsSpace(SearchSpace):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(ops=self.op_names, edges_per_cell=len(self.edges()), cell_types=self.cell_types(),
+                 reductions=self.config.reduction_positions(), auxiliary_after=self.aux_cell(),
                  log10_archs=round(len(self._params) * math.log10(len(self.op_names)), 2))
         return d
 
 
 def auxiliary_head_costs(cf_size: tuple[int, int], classes: int) -> tuple[int, int]:
-    """DARTS auxiliary head (training only): ReLU, pool to 2x2, 1x1 conv 128 + BN, ReLU,
-    2x2 conv 768 + BN, ReLU, linear. DARTS pools with a 5x5/3 window, which only fits
-    8x8 maps; an adaptive 2x2 average pool fits every size (the same at 6x6)."""
+    """DARTS' auxiliary head (training only): ReLU, AvgPool2d(5, stride 3) -- an 8x8 map
+    pooled to 2x2 --, 1x1 conv 128 + BN, ReLU, 2x2 conv 768 + BN, ReLU, linear (MACs of the
+    convs and the linear on the 2x2 pooled map; the ``adaptive`` pool option has the same)."""
     c, _ = cf_size
     macs = 4 * c * 128 + 128 * 768 * 4 + 768 * classes
     params = c * 128 + 2 * 128 + 128 * 768 * 4 + 2 * 768 + 768 * classes + classes

@@ -26,7 +26,14 @@ def _info(args: argparse.Namespace) -> int:
           f"({len(d['resolutions'])} resolutions {d['resolutions'][0]}..{d['resolutions'][-1]})")
     print(f"MACs       {d['macs_min'] / 1e6:.2f}M .. {d['macs_max'] / 1e6:.2f}M")
     print(f"params     {d['params_min'] / 1e6:.3f}M .. {d['params_max'] / 1e6:.3f}M")
+    for key, value in d.items():  # what the family adds (e.g. darts_cell: ops, reduction cells)
+        if key not in _COMMON:
+            print(f"{key:<10} {value}")
     return 0
+
+
+_COMMON = {"family", "name", "archs", "archs_per_resolution", "resolutions", "macs_min", "macs_max",
+           "params_min", "params_max"}
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -217,18 +217,38 @@ class DerivedCell(nn.Module):
         return torch.cat(nodes, dim=1) if self.concat else nodes[-1]
 
 
-class AuxiliaryHead(nn.Module):
-    """DARTS' auxiliary classifier (training only); see ``auxiliary_head_costs``."""
+AUX_POOLS = ("darts", "adaptive")
 
-    def __init__(self, c: int, classes: int):
+
+class AuxiliaryHead(nn.Module):
+    """DARTS' auxiliary classifier for CIFAR (training only, ``AuxiliaryHeadCIFAR``): ReLU,
+    AvgPool2d(5, stride 3, count_include_pad=False), 1x1 conv 128, BN, ReLU, 2x2 conv 768,
+    BN, ReLU, linear. Its pooling expects the 8x8 map of the 20-cell CIFAR network (8..10
+    pixels pool to 2x2). ``pool="adaptive"`` (a deviation, off by default) pools any map
+    to 2x2 instead, for inputs where the head's map is not 8x8 (e.g. 16-pixel digits)."""
+
+    def __init__(self, c: int, classes: int, pool: str = "darts"):
         super().__init__()
+        pooling = nn.AdaptiveAvgPool2d(2) if pool == "adaptive" else nn.AvgPool2d(5, 3, 0, count_include_pad=False)
         self.features = nn.Sequential(
-            nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128),
+            nn.ReLU(), pooling, nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128),
             nn.ReLU(inplace=True), nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(768, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
+
+
+def check_auxiliary(space: DartsSpace, pool: str) -> None:
+    """The DARTS head's pooling needs an 8..10-pixel map after the auxiliary cell."""
+    if pool not in AUX_POOLS:
+        raise UserError(f"unknown auxiliary pool {pool!r} (known: {', '.join(AUX_POOLS)})", None,
+                        "train.options.auxiliary_pool")
+    size = space.aux_channels()[1]
+    if pool == "darts" and not 8 <= size <= 10:
+        raise UserError(f"DARTS' auxiliary head pools an 8x8 map (5x5 window, stride 3); after cell "
+                        f"{space.aux_cell()} this space's map is {size}x{size}: set train.options."
+                        f"auxiliary_pool: adaptive, or auxiliary: false", space.source, "train.options.auxiliary")
 
 
 class _Head(nn.Module):
@@ -253,7 +273,7 @@ class DerivedNet(nn.Module):
     also returns the auxiliary logits (None without the head, or in eval mode)."""
 
     def __init__(self, space: DartsSpace, genotype: Genotype, auxiliary: bool = False,
-                 drop_path_prob: float = 0.0):
+                 drop_path_prob: float = 0.0, aux_pool: str = "darts"):
         super().__init__()
         self.genotype = genotype
         self.drop_path_prob = drop_path_prob
@@ -266,9 +286,10 @@ class DerivedNet(nn.Module):
                 self.cells.append(ResidualBlock(cp.c_in[-1], cp.c))
             else:
                 self.cells.append(DerivedCell(space, cp, genotype[cp.kind]))
-        red = [cp.index for cp in plan if cp.reduction]
-        self.aux_after = red[-1] if red else 2 * len(plan) // 3
-        self.aux_head = AuxiliaryHead(space.aux_channels()[0], space.config.num_classes) if auxiliary else None
+        self.aux_after = space.aux_cell()
+        if auxiliary:
+            check_auxiliary(space, aux_pool)
+        self.aux_head = AuxiliaryHead(space.aux_channels()[0], space.config.num_classes, aux_pool) if auxiliary else None
         self.head = _Head(space.final_channels(), space.config.num_classes, space.config.output == "last")
         self.resolution = space.config.resolution
 
@@ -303,11 +324,11 @@ def read_genotype(space: DartsSpace, genotype: str | Path | Mapping[str, Any]) -
 
 
 def build_derived(space: DartsSpace, genotype_path_or_dict: str | Path | Mapping[str, Any],
-                  auxiliary: bool = False, drop_path_prob: float = 0.0) -> DerivedNet:
+                  auxiliary: bool = False, drop_path_prob: float = 0.0, aux_pool: str = "darts") -> DerivedNet:
     """The static derived network of a genotype (fresh weights)."""
     if not isinstance(space, DartsSpace):
         raise UserError(f"a genotype needs a darts_cell space, not {space.family!r}", space.source, "family")
-    return DerivedNet(space, read_genotype(space, genotype_path_or_dict), auxiliary, drop_path_prob)
+    return DerivedNet(space, read_genotype(space, genotype_path_or_dict), auxiliary, drop_path_prob, aux_pool)
 
 
 def beta_weights(beta: torch.Tensor, space: DartsSpace) -> torch.Tensor:

@@ -24,18 +24,17 @@ DERIVED_FILE = "derived.json"
 
 def build_standalone(space: SearchSpace, *, genotype: str | Path | Mapping[str, Any] | None = None,
                      arch: Mapping[str, Any] | None = None, auxiliary: bool = False,
-                     drop_path: float = 0.0) -> nn.Module:
+                     drop_path: float = 0.0, aux_pool: str = "darts") -> nn.Module:
     """The fixed network of ``genotype`` (darts_cell spaces: a JSON file or a mapping) or
-    of ``arch`` (any family), with fresh weights."""
-    if genotype is not None:
+    of ``arch`` (any family), with fresh weights. ``auxiliary``, ``drop_path`` and
+    ``aux_pool`` apply to darts_cell networks (DARTS' auxiliary head and drop-path)."""
+    if genotype is not None or space.family == "darts_cell":
         from .darts_cell import build_derived
 
-        return build_derived(space, genotype, auxiliary, drop_path)  # type: ignore[arg-type]
+        geno = genotype if genotype is not None else \
+            space.genotype_of(space.arch(arch or {}, "train.options.arch"))  # type: ignore[attr-defined]
+        return build_derived(space, geno, auxiliary, drop_path, aux_pool)  # type: ignore[arg-type]
     a = space.arch(arch or {}, "train.options.arch")
-    if space.family == "darts_cell":
-        from .darts_cell import build_derived
-
-        return build_derived(space, space.genotype_of(a), auxiliary, drop_path)  # type: ignore[attr-defined]
     net = build_supernet(space).extract(a)
     for m in net.modules():  # fresh weights: the supernet was never trained
         if hasattr(m, "reset_parameters") and m is not net:
@@ -51,6 +50,6 @@ def load_standalone(space: SearchSpace, run_dir: str | Path) -> nn.Module:
     info = json.loads(info_path.read_text())
     genotype = info.get("genotype")
     net = build_standalone(space, genotype=genotype, arch=None if genotype is not None else info.get("arch"),
-                           auxiliary=bool(info.get("auxiliary", False)))
+                           auxiliary=bool(info.get("auxiliary", False)), aux_pool=info.get("auxiliary_pool", "darts"))
     load_weights(supernet_checkpoint(run_dir), net, space.hash())
     return net.eval()

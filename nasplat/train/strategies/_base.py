@@ -69,6 +69,14 @@ class TrainContext:
     base_dir: Path = Path(".")  # relative paths in train options resolve against it (the experiment's folder)
 
 
+def epoch_cosine(it: int, total: int, epochs: int, floor: float = 0.0) -> float:
+    """LR factor of a cosine from 1 to ``floor`` over ``epochs``, constant within an epoch
+    (DARTS / PC-DARTS step their scheduler once per epoch)."""
+    per_epoch = max(1, total // max(1, epochs))
+    t = min(1.0, (it // per_epoch) / max(1, epochs))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 def derived_rng(*keys: int) -> np.random.Generator:
     """A generator seeded from integers (seed, epoch, step, j...) so every worker agrees."""
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
@@ -79,7 +87,8 @@ class Strategy(ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, ctx: TrainContext, options: BaseModel):
-        defaults = {k: v for k, v in self.train_defaults(options).items() if k not in ctx.cfg.model_fields_set}
+        defaults = {k: v for k, v in self.train_defaults(options, ctx.space).items()
+                    if k not in ctx.cfg.model_fields_set}
         self.ctx = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update=defaults)) if defaults else ctx
         self.options = options
         self.model: nn.Module = self.build_model().to(ctx.device)
@@ -90,7 +99,7 @@ class Strategy(ABC):
 
     # -- hooks with defaults -------------------------------------------------------
     @classmethod
-    def train_defaults(cls, options: BaseModel) -> dict[str, Any]:
+    def train_defaults(cls, options: BaseModel, space: SearchSpace) -> dict[str, Any]:
         """Values for ``train:`` fields the experiment leaves unset (e.g. the official
         hyper-parameters of a method); read once, when the strategy is built. Fields the
         experiment sets always win. Default: none."""

@@ -86,7 +86,7 @@ class PADA(SinglePath):
     options: PADAOptions
 
     @classmethod
-    def train_defaults(cls, options: BaseModel) -> dict[str, Any]:
+    def train_defaults(cls, options: BaseModel, space: Any) -> dict[str, Any]:
         return {"grad_clip": 5.0}  # the official code clips at 5 and reads the clipped gradients
 
     def __init__(self, ctx, options):  # type: ignore[no-untyped-def]

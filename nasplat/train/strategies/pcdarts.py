@@ -17,6 +17,9 @@ with edge normalisation, first-order bilevel optimisation.
   epoch, written to ``runs/<name>/supernet/genotype.json`` (and the per-epoch history to
   ``genotype_history.json``).
 
+Data: the official search augments both halves with random crop (4-pixel padding) and
+horizontal flip, no cutout: ``data.augment: darts`` (a note is printed when it is off).
+
 Hyper-parameters: the weight and architecture optimisers are configured here, in
 ``train.options`` (defaults: DESIGN §5 / the paper); ``train.lr``, ``momentum``,
 ``nesterov``, ``weight_decay``, ``label_smoothing`` and ``warmup_epochs`` are not used
@@ -31,7 +34,6 @@ computes the same function.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from ...io import write_json
 from ...space._darts import DartsSpace
 from ...supernet.darts_cell import PCDartsNetwork
 from ...ui import say
-from ._base import STRATEGIES, Phase, StepInfo, StepOutput, Strategy, derived_rng
+from ._base import STRATEGIES, Phase, StepInfo, StepOutput, Strategy, derived_rng, epoch_cosine
 
 
 class PCDartsOptions(BaseModel):
@@ -104,6 +106,9 @@ class PCDarts(Strategy):
         self._arch_losses: list[float] = []
         self._history: dict[str, Any] = {}
         self._epochs = ctx.cfg.epochs
+        if not ctx.data.augment.enabled:
+            say("pcdarts: the official search augments the data (random crop + flip); data.augment is off",
+                ctx.dist.is_main)
 
     # -- model and optimisers ------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -125,11 +130,7 @@ class PCDarts(Strategy):
 
     def lr_factor(self, it: int, total: int, warmup: int) -> float:
         """Cosine from lr to lr_min over the epochs, constant within an epoch."""
-        o = self.options
-        per_epoch = max(1, total // max(1, self._epochs))
-        t = min(1.0, (it // per_epoch) / max(1, self._epochs))
-        lr = o.lr_min + (o.lr - o.lr_min) * 0.5 * (1 + math.cos(math.pi * t))
-        return lr / o.lr
+        return epoch_cosine(it, total, self._epochs, self.options.lr_min / self.options.lr)
 
     # -- data ------------------------------------------------------------------------
     def epoch_order(self, phase: int, epoch: int, n: int) -> np.ndarray:
@@ -156,7 +157,9 @@ class PCDarts(Strategy):
             shard = self._arch_shard(self.arch_epoch)
         idx = shard[self.arch_pos:self.arch_pos + bs]
         self.arch_pos += bs
-        x, y, _ = next(iter(self.ctx.data.batches("train", len(idx), idx)))
+        # augmented like the weight batches: the official search draws both halves from one
+        # training set with the training transform (crop + flip)
+        x, y, _ = next(iter(self.ctx.data.batches("train", len(idx), idx, augment=True)))
         return x.to(self.ctx.device), y.to(self.ctx.device)
 
     # -- the step --------------------------------------------------------------------
