@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataConfig
 from .errors import UserError
+from .export.config import ExportConfig
 from .hw.profile import ProfileStageConfig
 from .predict.config import PredictorConfig
 from .space import SearchSpace, read_yaml, resolve_space, space_from_dict, validate
@@ -20,14 +21,6 @@ from .search.config import SearchConfig
 from .train.config import TrainConfig
 
 from .paths import REPO_ROOT, SHIPPED_PROFILES, SHIPPED_SPACES  # noqa: F401  (re-exported)
-
-
-class ExportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    arch: str | dict[str, Any] = "max"  # "max", "min", or an arch mapping
-    opset: int = Field(18, ge=13, le=23)
-    dynamo: bool = False  # exporter tried first; the other is the fallback
-    calib_images: int = Field(500, ge=1)
 
 
 class ExperimentConfig(BaseModel):

@@ -22,31 +22,42 @@ class OnnxResult:
     max_abs_diff: float | None = None
 
 
-def _export(model: nn.Module, example: torch.Tensor, opset: int, dynamo: bool) -> bytes:
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def _export(model: nn.Module, example: torch.Tensor, opset: int, dynamo: bool, dynamic_batch: bool) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs = {"input_names": ["input"], "output_names": ["logits"], "opset_version": opset, "dynamo": dynamo}
+        kwargs: dict = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset,
+                        "dynamo": dynamo}
         if dynamo:
             kwargs["external_data"] = False
             kwargs["verbose"] = False
+            if dynamic_batch:
+                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+        elif dynamic_batch:
+            kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
         torch.onnx.export(model, (example,), buf, **kwargs)
     return buf.getvalue()
 
 
 def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = DEFAULT_OPSET,
-            dynamo: bool = False) -> OnnxResult:
-    """Export ``model`` (eval mode) for a fixed input shape and validate it with
-    ``onnx.checker``. The TorchScript exporter is the default because it is several
-    times faster for these small CNNs; the other exporter is the fallback on failure."""
+            dynamo: bool = False, dynamic_batch: bool = False) -> OnnxResult:
+    """Export ``model`` (eval mode) for ``input_shape`` (with ``dynamic_batch``, the first
+    axis is a symbolic ``batch``) and validate it with ``onnx.checker``. The TorchScript
+    exporter is the default because it is several times faster for these small CNNs; the
+    other exporter is the fallback on failure. Input ``input``, output ``logits``."""
     import onnx
 
     model = model.eval()
     example = torch.zeros(input_shape)
+    if dynamic_batch and input_shape[0] == 1:
+        example = torch.zeros((2, *input_shape[1:]))  # a batch of 1 can be specialised away
     errors = []
     for use_dynamo in (dynamo, not dynamo):
         try:
-            data = _export(model, example, opset, use_dynamo)
+            data = _export(model, example, opset, use_dynamo, dynamic_batch)
             onnx.checker.check_model(onnx.load_from_string(data))
             return OnnxResult(data, "dynamo" if use_dynamo else "torchscript", opset)
         except Exception as e:  # noqa: BLE001 - we retry with the other exporter

@@ -77,7 +77,10 @@ def quantize_int8(data: bytes, calib: np.ndarray, q: Quantization | None = None)
                               "percentile": CalibrationMethod.Percentile}[q.method],
         )
         qmodel = onnx.load(str(out))
-        return _with_batch(qmodel, batch).SerializeToString() if dyn is not model else qmodel.SerializeToString()
+        if dyn is model:
+            return qmodel.SerializeToString()
+        symbolic = not (dims and dims[0] > 0)  # a model exported with a dynamic batch axis keeps it
+        return _with_batch(qmodel, None if symbolic else batch).SerializeToString()
 
 
 def _with_batch(model, batch: int | None):
