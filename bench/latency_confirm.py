@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasplat.predict import regression_metrics
     from nasplat.predict._base import LATENCY_PREDICTORS
     from nasplat.hw.stage import latency_target
-    from nasplat.predict.stage import experiment_lut
+    from nasplat.predict.lut import experiment_lut
 
     exp = load_experiment(HERE / "latency_small.yaml")
     fresh = load_experiment(HERE / "latency_small.yaml")

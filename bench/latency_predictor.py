@@ -75,7 +75,8 @@ def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float
     from nasplat.hw.stage import profile_experiment, stratified_archs
     from nasplat.predict import format_metrics, save_predictor
     from nasplat.hw.stage import latency_target
-    from nasplat.predict.stage import experiment_lut, fit_and_evaluate
+    from nasplat.predict.lut import experiment_lut
+    from nasplat.predict.stage import fit_and_evaluate
 
     profile = experiment_profile(exp, device)
     protocol = exp.config.profile.protocol_for(profile)

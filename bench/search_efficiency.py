@@ -104,7 +104,7 @@ def run_one(problem: Any, acc_fn: Any, searcher: str, seed: int, budget: int, po
                 raise _Reached
 
     study = optuna.create_study(directions=problem.directions)
-    loop = SearchLoop(problem, cfg, study, seed, expensive, on_round=on_round, quiet=True)
+    loop = SearchLoop(problem, cfg, study, seed, expensive=expensive, on_round=on_round, quiet=True)
     try:
         return loop.run().hv_history
     except _Reached:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from nasplat.experiment import load_experiment
-    from nasplat.search.searchers import fit_accuracy_predictor
+    from nasplat.search.searchers import fit_surrogate
 
     exp = load_experiment(EXP)
     space = exp.space
@@ -160,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(acc.cache_archs) >= args.fit_archs:  # reuse real evaluations already made
             fit = acc.cache_archs[: args.fit_archs]
         y = np.array(acc(fit))
-        X = np.stack([space.one_hot(a) for a in fit])
-        f = fit_accuracy_predictor(X, y)
-        pred = lambda archs: [float(v) for v in np.clip(f(np.stack([space.one_hot(a) for a in archs])), 0, 1)]
+        f = fit_surrogate(space, space.encode_batch(fit), y)
+        pred = lambda archs: [float(v) for v in np.clip(f(space.encode_batch(archs)), 0, 1)]
         print(f"predictor: RBF SVR on {len(fit)} supernet-evaluated archs (accuracy {y.min():.3f}..{y.max():.3f})")
         objectives.append(("predictor", pred, ref))
     if args.objective in ("supernet", "both"):

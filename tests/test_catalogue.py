@@ -254,7 +254,7 @@ def b_partial_training(root: Path) -> list[str]:
 
 def _predictor(root: Path, space_hash: str | None = None, device: str = "local-cpu",
                meta_text: str | None = None) -> None:
-    from nasplat.predict import LATENCY_PREDICTORS, save_predictor
+    from nasplat.predict import make_latency_predictor, save_predictor
 
     space = tiny_space()
     folder = root / "runs/cat/predictors/local-cpu"
@@ -262,8 +262,8 @@ def _predictor(root: Path, space_hash: str | None = None, device: str = "local-c
 
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(6)]
-    pred = LATENCY_PREDICTORS.get("learned")(space, None)
     y = [float(space.macs(a)) / 1e6 for a in archs]
+    pred = make_latency_predictor("learned", space).fit(archs, y)
     save_predictor(folder, pred, archs, y, target="latency_ms", extra={"device": device})
     meta = json.loads((folder / "predictor.json").read_text())
     if space_hash:
@@ -295,6 +295,7 @@ def b_predictor_missing(root: Path) -> list[str]:
 
 def b_predictor_bad_train_csv(root: Path) -> list[str]:
     _predictor(root)
+    (root / "runs/cat/predictors/local-cpu/model.safetensors").unlink()  # a folder without fitted state: refitted
     p = root / "runs/cat/predictors/local-cpu/train.csv"
     lines = p.read_text().splitlines()
     lines[2] = 'x,"{""k0_0"": 4}",1.0'

@@ -63,12 +63,12 @@ def test_resume_after_driver_sigkill_evaluates_no_arch_twice(ray_session, tmp_pa
     from nasplat.errors import UserError
     from nasplat.experiment import load_experiment
     from nasplat.search.stage import run_search, storage_url
+    from nasplat.search.storage import read_storage
 
     budget = 14
     p = write_experiment(tmp_path, {"searcher": "nsga2", "objectives": ["accuracy", "macs"], "budget": budget,
                                     "population": 4, "workers": 2, "constraints": ["macs <= 500k"]})
     exp = load_experiment(p)
-    url = storage_url(exp)
     gcs = ray.get_runtime_context().gcs_address
     env = {**os.environ, "PYTHONPATH": str(p.parent.parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "nasplat.cli", "search", str(p), "--address", gcs],
@@ -79,7 +79,7 @@ def test_resume_after_driver_sigkill_evaluates_no_arch_twice(ray_session, tmp_pa
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
             try:
-                study = optuna.load_study(study_name=exp.config.name, storage=url)
+                study = optuna.load_study(study_name=exp.config.name, storage=read_storage(storage_url(exp)))
                 done_before = len(_evaluated(study))
             except Exception:  # noqa: BLE001 - not created yet
                 continue
@@ -89,12 +89,12 @@ def test_resume_after_driver_sigkill_evaluates_no_arch_twice(ray_session, tmp_pa
         proc.send_signal(signal.SIGKILL)
         err = proc.communicate(timeout=30)[1].decode()
     assert 5 <= done_before < budget, err[-2000:]
-    study = optuna.load_study(study_name=exp.config.name, storage=url)
+    study = optuna.load_study(study_name=exp.config.name, storage=read_storage(storage_url(exp)))
     before = {t.user_attrs["arch_id"] for t in _evaluated(study)}
     with pytest.raises(UserError, match="--resume"):  # a partial study is never silently restarted
         run_search(exp)
     result = run_search(exp, resume=True)
-    study = optuna.load_study(study_name=exp.config.name, storage=url)
+    study = optuna.load_study(study_name=exp.config.name, storage=read_storage(storage_url(exp)))
     ids = [t.user_attrs["arch_id"] for t in _evaluated(study)]
     assert len(ids) == len(set(ids)) == budget  # budget completed, no arch evaluated twice
     assert before <= set(ids)

@@ -1,22 +1,31 @@
-"""Predictor registries, persistence and the public loading API.
+"""The predictor contract, the kinds' registry, persistence and the loading API.
+
+A predictor follows scikit-learn's estimator contract: the constructor stores its
+hyper-parameters (and the data it is built on: a lut's table, a transfer predictor's
+base predictor), ``fit(archs, y)`` returns self and creates the attributes ending in
+``_``, ``predict(archs)`` / ``predict_codes(index rows)`` are pure and answer a whole
+batch in one vectorised call; predicting before fitting raises :class:`NotFitted`.
 
 A fitted predictor lives in a folder::
 
-    predictor.json   kind, hyper-parameters, space name + hash, device, metrics, versions
-    train.csv        arch_id, arch (JSON), target — the data it was fitted on
-    lut.json         (lut only) the per-unit table
+    predictor.json     kind, hyper-parameters, space name + hash, device, metrics, versions
+    train.csv          arch_id, arch (JSON), target — the data it was fitted on
+    model.safetensors  the fitted arrays (learned kinds), loaded as they are
+    lut.json           (lut) the per-unit table; base/ (transfer) the known device's predictor
 
-Loading refits on ``train.csv`` (deterministic: fixed ``random_state``, exact float
-round trip through the CSV), so nothing is pickled and a newer scikit-learn still
-loads it (nn-Meter #131: pickled predictors break across versions).
+Each kind saves and loads its own fitted state (:meth:`Predictor.save_state` /
+:meth:`Predictor.load_state`), so loading never refits and never unpickles. A folder
+without fitted state (written before ``nasplat-predictor/2``) is refitted on its
+``train.csv`` (deterministic: fixed ``random_state``, exact float round trip).
 """
 from __future__ import annotations
 
 import csv
 import json
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -26,28 +35,89 @@ from ..paths import SHIPPED_PREDICTORS
 from ..registry import Registry
 from ..space import Arch, SearchSpace
 
-FORMAT = "nasplat-predictor/1"
-
-# latency predictor kind -> factory(space, folder-or-None, **options)
-LATENCY_PREDICTORS: Registry[Callable[..., Any]] = Registry("latency predictor")
+FORMAT = "nasplat-predictor/2"
+READABLE = ("nasplat-predictor/1", FORMAT)  # /1: no fitted state, refitted on load
 
 
-def _learned_factory(space: SearchSpace, table: dict | None = None, **options: Any):
-    from .learned import LearnedPredictor
-
-    return LearnedPredictor(space, **options)
+class NotFitted(RuntimeError):
+    """A predictor asked to predict (or be saved with its state) before ``fit``."""
 
 
-def _lut_factory(space: SearchSpace, table: dict | None = None, **options: Any):
-    from .lut import LUTPredictor
+class Predictor(ABC):
+    """A latency or accuracy predictor (see the module docstring). Stable plug-in surface."""
 
-    if table is None:
-        raise UserError("a lut predictor needs its table (lut.json)", None, "predictor")
-    return LUTPredictor(space, table, **options)
+    kind: ClassVar[str]  # set by the registry
+    target: ClassVar[str] = "latency_ms"  # what it predicts (the training CSV's column)
+    space: SearchSpace
+
+    @abstractmethod
+    def get_params(self) -> dict[str, Any]:
+        """The JSON hyper-parameters the constructor was given (not the data inputs)."""
+
+    @abstractmethod
+    def fit(self, archs: Sequence[Arch], y: Sequence[float]) -> Predictor:
+        """Fit on ``archs`` and their measured targets ``y``; returns self."""
+
+    @abstractmethod
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Predictions for index rows (``space.encode_batch``), one vectorised call."""
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Predictions for ``archs``."""
+        archs = list(archs)
+        if not archs:
+            return np.zeros(0)
+        return self.predict_codes(self.space.encode_batch(archs))
+
+    def _check_fitted(self, *attrs: str) -> None:
+        if any(not hasattr(self, a) for a in attrs):
+            raise NotFitted(f"this {self.kind} predictor is not fitted yet; call fit(archs, y) first")
+
+    @abstractmethod
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """Called by :func:`save_predictor`: write the fitted state into ``folder``;
+        returns what ``predictor.json`` records of it."""
+
+    @classmethod
+    @abstractmethod
+    def load_state(cls, space: SearchSpace, params: dict[str, Any], folder: Path,
+                   meta: dict[str, Any]) -> Predictor | None:
+        """Called by :func:`load_predictor`: the fitted predictor from ``folder``, or
+        None when the folder holds no fitted state (it is then refitted)."""
+
+    @classmethod
+    def inputs(cls, exp: Any, profile: Any, statistic: str, address: str | None, quiet: bool,
+               options: dict[str, Any]) -> dict[str, Any]:
+        """Called by ``nasplat predictor fit`` before construction: the data this kind is
+        built on besides the measurements (a lut's measured table, a base predictor)."""
+        return {}
 
 
-LATENCY_PREDICTORS.register("learned")(_learned_factory)
-LATENCY_PREDICTORS.register("lut")(_lut_factory)
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor", name_attr="kind")
+
+
+def predictor_class(kind: str, file: Any = None, field: str | None = None) -> type[Predictor]:
+    """The registered class of ``kind`` (a one-line error listing the known kinds; the
+    package's ``__init__`` imports the modules that register them)."""
+    return PREDICTORS.get(kind, file, field)
+
+
+def latency_kinds() -> list[str]:
+    return [k for k in PREDICTORS if predictor_class(k).target == "latency_ms"]
+
+
+def make_latency_predictor(kind: str, space: SearchSpace, inputs: dict[str, Any] | None = None,
+                           options: dict[str, Any] | None = None, file: Any = None,
+                           field: str = "predictor.latency") -> Predictor:
+    """An unfitted latency predictor of ``kind``."""
+    cls = predictor_class(kind, file, field)
+    if cls.target != "latency_ms":
+        raise UserError(f"{kind!r} is not a latency predictor (latency kinds: {', '.join(latency_kinds())})",
+                        file, field)
+    try:
+        return cls(space, **(inputs or {}), **(options or {}))
+    except TypeError as e:
+        raise UserError(f"bad options for the {kind} predictor: {e}", file, "predictor.options") from None
 
 
 def write_training_csv(path: Path, archs: Sequence[Arch], y: Sequence[float], target: str) -> None:
@@ -75,32 +145,28 @@ def read_training_csv(path: Path, space: SearchSpace, target: str) -> tuple[list
     return archs, np.asarray(ys, dtype=np.float64)
 
 
-def save_predictor(folder: str | Path, predictor: Any, archs: Sequence[Arch], y: Sequence[float], *,
-                   target: str, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``predictor.json`` + ``train.csv`` (+ ``lut.json``) into ``folder``."""
+def save_predictor(folder: str | Path, predictor: Predictor, archs: Sequence[Arch] | None, y: Sequence[float] | None,
+                   *, target: str, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``predictor.json``, ``train.csv`` (when ``archs`` are given) and the fitted
+    state into ``folder``."""
     import onnxruntime
     import sklearn
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     space = predictor.space
-    write_training_csv(folder / "train.csv", archs, y, target)
+    if archs is not None and y is not None:
+        write_training_csv(folder / "train.csv", archs, y, target)
     meta = {"format": FORMAT, "kind": predictor.kind, "params": predictor.get_params(), "target": target,
-            "space": space.config.name, "space_hash": space.hash(), "n_train": len(archs),
+            "space": space.config.name, "space_hash": space.hash(), "n_train": len(archs or []),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": {"scikit-learn": sklearn.__version__, "onnxruntime": onnxruntime.__version__},
-            **(extra or {})}
-    if predictor.kind == "lut":
-        write_json(folder / "lut.json", {"table": predictor.table})
-        meta["scale"], meta["overhead"] = predictor.scale_, predictor.overhead_
+            **predictor.save_state(folder), **(extra or {})}
     write_json(folder / "predictor.json", meta)
     return folder
 
 
-def load_predictor(folder: str | Path, space: SearchSpace, device: str | None = None):
-    """Rebuild a saved predictor (refit on its training CSV); checks the space hash
-    (and, with ``device``, that it was fitted for that device)."""
-    folder = Path(folder)
+def read_meta(folder: Path) -> dict[str, Any]:
     meta_path = folder / "predictor.json"
     if not meta_path.is_file():
         raise UserError("no fitted predictor here (predictor.json missing)", folder)
@@ -108,39 +174,41 @@ def load_predictor(folder: str | Path, space: SearchSpace, device: str | None = 
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"not valid JSON: {e}", meta_path) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in READABLE:
         raise UserError(f"not a {FORMAT} file", meta_path, "format")
+    for key in ("target", "kind"):
+        if not isinstance(meta.get(key), str):
+            raise UserError("missing or not a string", meta_path, key)
+    return meta
+
+
+def load_predictor(folder: str | Path, space: SearchSpace, device: str | None = None) -> Predictor:
+    """The saved predictor, as fitted (a folder without fitted state is refitted on its
+    training CSV); checks the space hash (and, with ``device``, that it was fitted for
+    that device)."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    meta_path = folder / "predictor.json"
     if meta.get("space_hash") != space.hash():
         raise UserError(f"predictor was fitted on another search space ({meta.get('space')}, hash "
                         f"{meta.get('space_hash')}; this space {space.hash()})", meta_path, "space_hash")
     if device is not None and meta.get("device") not in (None, device):
         raise UserError(f"predictor was fitted for device {meta.get('device')!r}, not {device!r}", meta_path,
                         "device")
-    for key in ("target", "kind"):
-        if not isinstance(meta.get(key), str):
-            raise UserError("missing or not a string", meta_path, key)
-    archs, y = read_training_csv(folder / "train.csv", space, meta["target"])
+    cls = predictor_class(meta["kind"], str(meta_path), "kind")
     params = dict(meta.get("params", {}))
-    kind = meta["kind"]
-    if kind == "accuracy":
-        from .accuracy import AccuracyPredictor
-
-        return AccuracyPredictor(space, **params).fit(archs, y)
-    table = None
-    if kind == "lut":
-        table = json.loads((folder / "lut.json").read_text())["table"]
-    pred = LATENCY_PREDICTORS.get(kind, str(meta_path), "kind")(space, table, **params)
-    if kind == "lut":  # the fitted terms are stored exactly; no refit needed
-        pred.scale_, pred.overhead_ = float(meta["scale"]), float(meta["overhead"])
-        return pred
-    return pred.fit(archs, y)
+    pred = cls.load_state(space, params, folder, meta)
+    if pred is None:  # no fitted state in the folder (format /1): refit on the training data
+        archs, y = read_training_csv(folder / "train.csv", space, meta["target"])
+        pred = cls(space, **params).fit(archs, y)
+    return pred
 
 
 def predictor_dir(run_dir: str | Path, device: str) -> Path:
     return Path(run_dir) / "predictors" / device
 
 
-def load_latency_predictor(run_dir: str | Path | None, device: str, space: SearchSpace):
+def load_latency_predictor(run_dir: str | Path | None, device: str, space: SearchSpace) -> Predictor:
     """The latency predictor for ``device``: the run's own
     (``runs/<name>/predictors/<device>/``), else a shipped one for this space
     (``predictors/<space-name>/<device>/``, same space hash). ``.predict(archs)``
@@ -160,5 +228,5 @@ def load_latency_predictor(run_dir: str | Path | None, device: str, space: Searc
                     None, "device")
 
 
-def load_accuracy_predictor(run_dir: str | Path, space: SearchSpace):
+def load_accuracy_predictor(run_dir: str | Path, space: SearchSpace) -> Predictor:
     return load_predictor(Path(run_dir) / "predictors" / "accuracy", space)

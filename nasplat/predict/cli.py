@@ -1,4 +1,4 @@
-"""``nasplat predictor fit EXP --device NAME [--kind learned|lut]`` and
+"""``nasplat predictor fit EXP --device NAME [--kind learned|lut|transfer]`` and
 ``nasplat predictor fit EXP --accuracy [--samples N | --from CSV]``."""
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     f = psub.add_parser("fit", help="fit, report held-out metrics, save (no pickle)")
     add_experiment(f)
     f.add_argument("--device", metavar="NAME", help="profile name (default: every profile under hardware:)")
-    f.add_argument("--kind", default=None, help="latency predictor: learned or lut (default: predictor.latency)")
+    f.add_argument("--kind", default=None,
+                   help="latency predictor: learned, lut or transfer (default: predictor.latency)")
     f.add_argument("--options", default=None, help="JSON hyper-parameters, e.g. '{\"model\": \"gbrt\"}'")
     f.add_argument("--accuracy", action="store_true", help="fit the accuracy predictor instead")
     f.add_argument("--samples", type=int, default=None, help="archs to evaluate for --accuracy")

@@ -17,7 +17,7 @@ class AccuracyPredictorConfig(_Strict):
 
 
 class PredictorConfig(_Strict):
-    latency: str = "learned"  # a name in LATENCY_PREDICTORS: "learned" or "lut"
+    latency: str = "learned"  # a latency kind in PREDICTORS: "learned", "lut" or "transfer"
     options: dict[str, Any] = {}  # hyper-parameters of the latency predictor
     # which latency statistic to fit: the profile's (the latency_ms column) or one
     # recomputed from the raw samples; a low percentile is robust to a busy machine

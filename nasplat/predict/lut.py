@@ -12,25 +12,50 @@ run with cold caches between them, which is not a constant offset).
 Units come from a family hook in ``LUT_FAMILIES`` (``mbv3`` here), so a new family adds
 one function. INT8 profiles quantise each unit with Gaussian calibration inputs:
 latency does not depend on the calibration ranges.
+
+Prediction is vectorised: a family's units are laid out in *slots* (the stem, block j
+of stage i, the head), each decided by a few choices (resolution, kernel, expand) and
+present when its gate choice is active, so the table becomes one dense array per slot
+and a batch of index rows is a sum of lookups.
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import UserError
+from ..io import write_json
 from ..registry import Registry
 from ..space import Arch, SearchSpace
+from ..ui import progress_bar, say
+from ._base import PREDICTORS, Predictor
 
 # family -> (space) -> UnitSet
 LUT_FAMILIES: Registry[Callable[[SearchSpace], "UnitSet"]] = Registry("lut family")
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One position of the network: its unit key as a function of the choices in
+    ``params`` (indices into ``space.params``), present when choice ``gate`` is active
+    (None: always)."""
+
+    params: tuple[int, ...]
+    gate: int | None
+    keys: dict[tuple[int, ...], str]  # choice indices of ``params`` -> unit key
+
+
 class UnitSet(ABC):
     """How a family splits an arch into independently measurable units."""
+
+    @abstractmethod
+    def slots(self) -> list[Slot]:
+        """The network's positions, for vectorised sums (see :class:`Slot`)."""
 
     @abstractmethod
     def units(self, arch: Arch) -> list[str]:
@@ -38,9 +63,8 @@ class UnitSet(ABC):
 
     @abstractmethod
     def all_units(self) -> list[str]:
-        """Every distinct unit key of the space (what the table must measure)."""
+        return list(dict.fromkeys(k for slot in self.slots() for k in slot.keys.values()))
 
-    @abstractmethod
     def build(self, key: str):
         """The unit as ``(nn.Module, input shape without batch)`` for measurement."""
 
@@ -72,12 +96,38 @@ class _MBV3Units(UnitSet):
     def units(self, arch: Arch) -> list[str]:
         return self._plan_units(arch)
 
+    def slots(self) -> list[Slot]:
+        sp = self.space
+        c = sp.config
+        idx = {p.name: i for i, p in enumerate(sp.params)}
+        stem: dict[tuple[int, ...], str] = {}
+        head: dict[tuple[int, ...], str] = {}
+        blocks: dict[tuple[int, int], dict[tuple[int, ...], str]] = {}
+        for ri, r in enumerate(c.resolutions):
+            for i, s in enumerate(c.stages):
+                for ki, k in enumerate(s.kernels):
+                    for ei, e in enumerate(s.expands):
+                        values: dict[str, Any] = {"r": r}
+                        for i2, s2 in enumerate(c.stages):
+                            values[f"d{i2}"] = max(s2.depths)
+                            for j in range(max(s2.depths)):
+                                values[f"k{i2}_{j}"] = k if i2 == i else s2.kernels[0]
+                                values[f"e{i2}_{j}"] = e if i2 == i else s2.expands[0]
+                        keys = self._plan_units(sp.arch(values))
+                        stem[(ri,)], head[(ri,)] = keys[0], keys[-1]
+                        first = 1 + sum(max(s2.depths) for s2 in c.stages[:i])
+                        for j in range(max(s.depths)):
+                            blocks.setdefault((i, j), {})[(ri, ki, ei)] = keys[first + j]
+        out = [Slot((idx["r"],), None, stem)]
+        for (i, j), keys in blocks.items():
+            out.append(Slot((idx["r"], idx[f"k{i}_{j}"], idx[f"e{i}_{j}"]), idx[f"k{i}_{j}"], keys))
+        out.append(Slot((idx["r"],), None, head))
+        return out
+
     def all_units(self) -> list[str]:
         sp = self.space
         seen: dict[str, None] = {}
         for r in sp.config.resolutions:
-            for s_i, s in enumerate(sp.config.stages):
-                pass
             ks = sorted({k for s in sp.config.stages for k in s.kernels})
             es = sorted({e for s in sp.config.stages for e in s.expands})
             for k in ks:
@@ -154,43 +204,109 @@ def measure_units(space: SearchSpace, profile, keys: Sequence[str] | None = None
     return table
 
 
-class LUTPredictor:
+@PREDICTORS.register("lut")
+class LUTPredictor(Predictor):
     """Σ of per-unit latencies from ``table`` (key -> ms), times a fitted ``scale`` plus a
     fitted ``overhead`` (``fit_overhead=False``: the plain OFA sum)."""
-
-    kind = "lut"
 
     def __init__(self, space: SearchSpace, table: dict[str, float], fit_overhead: bool = True):
         self.space = space
         self.table = dict(table)
         self.fit_overhead = fit_overhead
-        self._units = unit_set(space)
-        self.scale_, self.overhead_ = 1.0, 0.0
 
     def get_params(self) -> dict[str, Any]:
         return {"fit_overhead": self.fit_overhead}
 
-    def block_sum(self, archs: Sequence[Arch]) -> np.ndarray:
-        out = np.zeros(len(archs))
-        for i, a in enumerate(archs):
-            keys = self._units.units(a)
-            missing = [k for k in keys if k not in self.table]
-            if missing:
-                raise UserError(f"arch {a.id} needs unit {missing[0]!r}, which the table lacks", None,
-                                "predictor.lut")
-            out[i] = sum(self.table[k] for k in keys)
-        return out
+    def _slot_tables(self) -> list[tuple[Slot, np.ndarray]]:
+        """Every slot's dense table (NaN where the table lacks the unit), built once."""
+        if getattr(self, "_dense", None) is None:
+            sizes = [len(p.choices) for p in self.space.params]
+            dense = []
+            for slot in unit_set(self.space).slots():
+                arr = np.full([sizes[j] for j in slot.params], np.nan)
+                for at, key in slot.keys.items():
+                    arr[at] = self.table.get(key, np.nan)
+                dense.append((slot, arr))
+            self._dense = dense
+        return self._dense
 
-    def fit(self, archs: Sequence[Arch], y: Sequence[float]) -> "LUTPredictor":
-        s = self.block_sum(archs)
+    def block_sum(self, codes: np.ndarray) -> np.ndarray:
+        """Σ of the table's units for every index row."""
+        codes = np.asarray(codes, dtype=np.int64)
+        mask = self.space.active_mask(codes)
+        total = np.zeros(len(codes))
+        for slot, arr in self._slot_tables():
+            v = arr[tuple(codes[:, j] for j in slot.params)]
+            present = mask[:, slot.gate] if slot.gate is not None else np.ones(len(codes), dtype=bool)
+            bad = present & np.isnan(v)
+            if bad.any():
+                arch = self.space.decode(codes[int(np.flatnonzero(bad)[0])])
+                missing = [k for k in unit_set(self.space).units(arch) if k not in self.table]
+                raise UserError(f"arch {arch.id} needs unit {missing[0]!r}, which the table lacks", None,
+                                "predictor.lut")
+            total += np.where(present, v, 0.0)
+        return total
+
+    def fit(self, archs: Sequence[Arch], y: Sequence[float]) -> LUTPredictor:
+        s = self.block_sum(self.space.encode_batch(list(archs)))
         y = np.asarray(y, dtype=np.float64)
+        scale, overhead = 1.0, 0.0
         if self.fit_overhead and len(archs) >= 2:
             A = np.stack([s, np.ones_like(s)], 1)
-            (self.scale_, self.overhead_), *_ = np.linalg.lstsq(A, y, rcond=None)
-        else:
-            self.scale_, self.overhead_ = 1.0, 0.0
-        self.scale_, self.overhead_ = float(self.scale_), float(self.overhead_)
+            (scale, overhead), *_ = np.linalg.lstsq(A, y, rcond=None)
+        self.scale_, self.overhead_ = float(scale), float(overhead)
         return self
 
-    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
-        return self.scale_ * self.block_sum(archs) + self.overhead_
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        self._check_fitted("scale_", "overhead_")
+        return self.scale_ * self.block_sum(codes) + self.overhead_
+
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        self._check_fitted("scale_", "overhead_")
+        write_json(folder / "lut.json", {"table": self.table})
+        return {"scale": self.scale_, "overhead": self.overhead_}
+
+    @classmethod
+    def load_state(cls, space: SearchSpace, params: dict[str, Any], folder: Path,
+                   meta: dict[str, Any]) -> LUTPredictor:
+        path = folder / "lut.json"
+        if not path.is_file():
+            raise UserError("a lut predictor needs its table (lut.json)", path)
+        try:
+            pred = cls(space, json.loads(path.read_text())["table"], **params)
+            pred.scale_, pred.overhead_ = float(meta["scale"]), float(meta["overhead"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"damaged lut predictor ({type(e).__name__}: {e})", folder) from None
+        return pred
+
+    @classmethod
+    def inputs(cls, exp: Any, profile: Any, statistic: str, address: str | None, quiet: bool,
+               options: dict[str, Any]) -> dict[str, Any]:
+        return {"table": experiment_lut(exp, profile, statistic, address, quiet)}
+
+
+def lut_table(space: SearchSpace, profile, cache: Path, protocol=None, address: str | None = None,
+              quiet: bool = False, statistic: str = "profile") -> dict[str, float]:
+    """Per-unit latencies for the whole space, measured once and cached in ``cache``
+    (JSON, rewritten after every chunk, so an interrupted build resumes)."""
+    table: dict[str, float] = json.loads(cache.read_text())["table"] if cache.is_file() else {}
+    keys = [k for k in unit_set(space).all_units() if k not in table]
+    if keys:
+        say(f"lut: measuring {len(keys)} blocks on {profile.name}", not quiet)
+        with progress_bar(f"lut {profile.name}", len(keys), not quiet) as bar:
+            for s in range(0, len(keys), 16):
+                table.update(measure_units(space, profile, keys[s:s + 16], protocol, address, statistic=statistic))
+                write_json(cache, {"profile": profile.name, "space_hash": space.hash(), "table": table})
+                bar.advance(len(keys[s:s + 16]))
+    return table
+
+
+def experiment_lut(exp, profile, statistic: str = "profile", address: str | None = None,
+                   quiet: bool = False) -> dict[str, float]:
+    """The experiment's lut table for ``profile`` and ``statistic``, each statistic
+    cached in its own file under the run's profile folder."""
+    from ..hw.stage import profile_dir
+
+    name = "lut_units.json" if statistic == "profile" else f"lut_units_{statistic}.json"
+    return lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name,
+                     exp.config.profile.protocol_for(profile), address, quiet, statistic)

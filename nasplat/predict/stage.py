@@ -14,7 +14,7 @@ from ..io import append_csv_rows, write_json
 from ..paths import supernet_checkpoint
 from ..space import Arch, SearchSpace
 from ..ui import progress_bar, say
-from ._base import predictor_dir, save_predictor, write_training_csv
+from ._base import predictor_dir, save_predictor
 from .metrics import format_metrics, regression_metrics
 
 
@@ -26,45 +26,17 @@ def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def lut_table(space: SearchSpace, profile, cache: Path, protocol=None, address: str | None = None,
-              quiet: bool = False, statistic: str = "profile") -> dict[str, float]:
-    """Per-unit latencies for the whole space, measured once and cached in ``cache``
-    (JSON, rewritten after every chunk, so an interrupted build resumes)."""
-    from .lut import measure_units, unit_set
-
-    table: dict[str, float] = json.loads(cache.read_text())["table"] if cache.is_file() else {}
-    keys = [k for k in unit_set(space).all_units() if k not in table]
-    if keys:
-        say(f"lut: measuring {len(keys)} blocks on {profile.name}", not quiet)
-        with progress_bar(f"lut {profile.name}", len(keys), not quiet) as bar:
-            for s in range(0, len(keys), 16):
-                table.update(measure_units(space, profile, keys[s:s + 16], protocol, address, statistic=statistic))
-                write_json(cache, {"profile": profile.name, "space_hash": space.hash(), "table": table})
-                bar.advance(len(keys[s:s + 16]))
-    return table
-
-
 def fit_and_evaluate(space: SearchSpace, kind: str, archs: Sequence[Arch], y: np.ndarray, test_fraction: float,
-                     seed: int, options: dict[str, Any] | None = None, table: dict[str, float] | None = None):
-    """Fit ``kind`` on the training split; returns (predictor, train idx, test idx, metrics)."""
-    from ._base import LATENCY_PREDICTORS
+                     seed: int, options: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None):
+    """Fit ``kind`` on the training split; returns (predictor, train idx, test idx, metrics).
+    ``inputs``: what the kind is built on besides measurements (``Predictor.inputs``)."""
+    from ._base import make_latency_predictor
 
     tr, te = split(len(archs), test_fraction, seed)
-    pred = LATENCY_PREDICTORS.get(kind, None, "predictor.latency")(space, table, **(options or {}))
+    pred = make_latency_predictor(kind, space, inputs, options)
     pred.fit([archs[i] for i in tr], y[tr])
     metrics = regression_metrics(y[te], pred.predict([archs[i] for i in te])) if len(te) else {}
     return pred, tr, te, metrics
-
-
-def experiment_lut(exp, profile, statistic: str = "profile", address: str | None = None,
-                   quiet: bool = False) -> dict[str, float]:
-    """The experiment's lut table for ``profile`` and ``statistic``, each statistic
-    cached in its own file under the run's profile folder."""
-    from ..hw.stage import profile_dir
-
-    name = "lut_units.json" if statistic == "profile" else f"lut_units_{statistic}.json"
-    return lut_table(exp.space, profile, profile_dir(exp.run_dir, profile.name) / name,
-                     exp.config.profile.protocol_for(profile), address, quiet, statistic)
 
 
 def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, Any] | None = None,
@@ -86,8 +58,11 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
     archs = [exp.space.arch(json.loads(r["arch"]), str(path)) for r in rows]
     stat = cfg.statistic if statistic is None else statistic
     y = latency_target(rows, stat)
-    table = experiment_lut(exp, profile, stat, address, quiet) if kind == "lut" else None
-    pred, tr, te, metrics = fit_and_evaluate(exp.space, kind, archs, y, tf, seed, options, table)
+    from ._base import predictor_class
+
+    inputs = predictor_class(kind, str(exp.path), "predictor.latency").inputs(exp, profile, stat, address, quiet,
+                                                                              dict(options))
+    pred, tr, te, metrics = fit_and_evaluate(exp.space, kind, archs, y, tf, seed, options, inputs)
     out = predictor_dir(exp.run_dir, profile.name)
     save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="latency_ms",
                    extra={"device": profile.name, "metrics": metrics, "n_test": int(len(te)),

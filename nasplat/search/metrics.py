@@ -3,8 +3,9 @@
 A metric is named as in the experiment YAML: ``accuracy``, ``latency@<profile>``,
 ``macs``, ``params``. Kinds live in the :data:`METRICS` registry (a new kind is one
 factory and one decorator). *Cheap* metrics are computed in the driver for a whole
-batch at once; *expensive* ones (``accuracy`` through the supernet) are evaluated by
-the Ray evaluator pool.
+batch at once, most of them vectorised over encoded archs (``batch``: an index matrix
+in, one value per row out, what LINAS's inner loop calls thousands of times); *expensive*
+ones (``accuracy`` through the supernet) are evaluated by the Ray evaluator pool.
 
 Constraints are strings ``<metric> <op> <number>[unit]``, e.g.
 ``latency@local-cpu <= 5ms``, ``macs <= 50M``, ``accuracy >= 90%``. They become
@@ -29,14 +30,22 @@ class Metric:
     direction: str  # "maximize" | "minimize"
     unit: str = ""
     expensive: bool = False  # evaluated by the Ray evaluator pool
-    compute: Callable[[Sequence[Arch]], list[float]] | None = None  # cheap metrics
+    compute: Callable[[Sequence[Arch]], Sequence[float]] | None = None  # cheap metrics
     scale: float = 1.0  # hypervolume normalisation (value of the max arch for costs)
+    batch: Callable[[np.ndarray], np.ndarray] | None = None  # index rows -> values (vectorised)
 
-    def loss(self, value: float) -> float:
-        """Normalised, minimised form used for hypervolume."""
+    def loss(self, value: Any) -> Any:
+        """Normalised, minimised form used for hypervolume (a value or an array)."""
         if self.direction == "maximize":
             return 1.0 - value / self.scale
         return value / self.scale
+
+
+def batch_metric(name: str, direction: str, unit: str, space: SearchSpace,
+                 batch: Callable[[np.ndarray], np.ndarray]) -> Metric:
+    """A cheap metric computed from index rows; ``compute`` encodes archs first."""
+    return Metric(name, direction, unit, batch=batch,
+                  compute=lambda archs: np.asarray(batch(space.encode_batch(list(archs))), dtype=np.float64))
 
 
 @dataclass
@@ -58,23 +67,24 @@ METRICS: Registry[Callable[[str | None, MetricContext], Metric]] = Registry("sea
 @METRICS.register("macs")
 def _macs(arg: str | None, ctx: MetricContext) -> Metric:
     space = ctx.space
-    return Metric("macs", "minimize", "MACs", compute=lambda archs: [float(space.macs(a)) for a in archs],
-                  scale=float(space.macs(space.max_arch())))
+    m = batch_metric("macs", "minimize", "MACs", space, space.macs_batch)
+    m.scale = float(space.macs(space.max_arch()))
+    return m
 
 
 @METRICS.register("params")
 def _params(arg: str | None, ctx: MetricContext) -> Metric:
     space = ctx.space
-    return Metric("params", "minimize", "", compute=lambda archs: [float(space.num_params(a)) for a in archs],
-                  scale=float(space.num_params(space.max_arch())))
+    m = batch_metric("params", "minimize", "", space, space.params_batch)
+    m.scale = float(space.num_params(space.max_arch()))
+    return m
 
 
 @METRICS.register("accuracy")
 def _accuracy(arg: str | None, ctx: MetricContext) -> Metric:
     if ctx.accuracy_mode == "supernet":
         return Metric("accuracy", "maximize", "", expensive=True)
-    predict = _load_predictor(ctx, "accuracy", None)
-    return Metric("accuracy", "maximize", "", compute=lambda archs: [float(v) for v in predict(list(archs))])
+    return batch_metric("accuracy", "maximize", "", ctx.space, _load_predictor(ctx, "accuracy", None).predict_codes)
 
 
 @METRICS.register("latency")
@@ -85,15 +95,15 @@ def _latency(arg: str | None, ctx: MetricContext) -> Metric:
         measure = _load_measurer(ctx, arg)
         m = Metric(f"latency@{arg}", "minimize", "ms", compute=lambda archs: [float(v) for v in measure(list(archs))])
     else:
-        predict = _load_predictor(ctx, "latency", arg)
-        m = Metric(f"latency@{arg}", "minimize", "ms", compute=lambda archs: [float(v) for v in predict(list(archs))])
+        m = batch_metric(f"latency@{arg}", "minimize", "ms", ctx.space,
+                         _load_predictor(ctx, "latency", arg).predict_codes)
     m.scale = float(m.compute([ctx.space.max_arch()])[0]) or 1.0  # type: ignore[misc]
     return m
 
 
-def _load_predictor(ctx: MetricContext, what: str, profile: str | None) -> Callable[[list[Arch]], Sequence[float]]:
-    """archs -> predictions, from [latency]'s ``nasplat.predict`` (the run's own
-    predictor, else a shipped one for this space)."""
+def _load_predictor(ctx: MetricContext, what: str, profile: str | None) -> Any:
+    """The fitted predictor from ``nasplat.predict`` (the run's own, else a shipped one
+    for this space); its ``predict_codes`` answers index rows in one call."""
     from .. import predict as P
 
     run_dir = ctx.exp.run_dir if ctx.exp is not None else None
@@ -101,12 +111,10 @@ def _load_predictor(ctx: MetricContext, what: str, profile: str | None) -> Calla
         from ..hw.stage import experiment_profile
 
         name = experiment_profile(ctx.exp, profile).name if ctx.exp is not None else profile
-        pred = P.load_latency_predictor(run_dir, name, ctx.space)
-    else:
-        if run_dir is None:
-            raise UserError("an accuracy predictor needs an experiment", ctx.file, ctx.field)
-        pred = P.load_accuracy_predictor(run_dir, ctx.space)
-    return lambda archs: np.asarray(pred.predict(list(archs)), dtype=float)
+        return P.load_latency_predictor(run_dir, name, ctx.space)
+    if run_dir is None:
+        raise UserError("an accuracy predictor needs an experiment", ctx.file, ctx.field)
+    return P.load_accuracy_predictor(run_dir, ctx.space)
 
 
 def _load_measurer(ctx: MetricContext, profile: str) -> Callable[[list[Arch]], Sequence[float]]:
@@ -184,42 +192,38 @@ def constraint_values(constraints: Sequence[Constraint], values: dict[str, float
 
 
 def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``points`` (all objectives minimised).
-    Duplicate points are all kept (none dominates another)."""
+    """Boolean mask of the non-dominated rows of ``points`` (all objectives minimised),
+    by pymoo's non-dominated sorting. Duplicate points are all kept (none dominates
+    another)."""
     pts = np.asarray(points, dtype=float)
-    n = len(pts)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not mask[i]:
-            continue
-        dominated = np.all(pts <= pts[i], axis=1) & np.any(pts < pts[i], axis=1)
-        if dominated.any():
-            mask[i] = False
+    mask = np.zeros(len(pts), dtype=bool)
+    if len(pts):
+        mask[_nds().do(pts.reshape(len(pts), -1), only_non_dominated_front=True)] = True
     return mask
 
 
 def nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """Front index of every row (0 = Pareto front), by repeated peeling."""
+    """Front index of every row (0 = Pareto front), by pymoo's non-dominated sorting."""
     pts = np.asarray(points, dtype=float)
-    ranks = np.full(len(pts), -1)
-    left = np.arange(len(pts))
-    r = 0
-    while len(left):
-        m = pareto_mask(pts[left])
-        ranks[left[m]] = r
-        left = left[~m]
-        r += 1
-    return ranks
+    if not len(pts):
+        return np.zeros(0, dtype=int)
+    return np.asarray(_nds().do(pts.reshape(len(pts), -1), return_rank=True)[1], dtype=int)
 
 
 def hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:
-    """Hypervolume dominated by ``losses`` (minimised) up to ``reference``."""
-    from optuna._hypervolume import compute_hypervolume
+    """Hypervolume dominated by ``losses`` (minimised) up to ``reference`` (pymoo's
+    indicator; points not better than the reference in every objective add nothing)."""
+    from pymoo.indicators.hv import HV
 
-    pts = np.asarray(losses, dtype=float).reshape(-1, len(reference))
-    pts = pts[np.all(pts < reference, axis=1)]
+    ref = np.asarray(reference, dtype=float)
+    pts = np.asarray(losses, dtype=float).reshape(-1, len(ref))
+    pts = pts[np.all(pts < ref, axis=1)]
     if not len(pts):
         return 0.0
-    pts = pts[pareto_mask(pts)]
-    pts = np.unique(pts, axis=0)
-    return float(compute_hypervolume(pts, np.asarray(reference, dtype=float), assume_pareto=True))
+    return float(HV(ref_point=ref)(pts))
+
+
+def _nds() -> Any:
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    return NonDominatedSorting()

@@ -1,17 +1,25 @@
-"""The search loop: Optuna ask/tell over a storage-backed study, cheap metrics in the
-driver, supernet accuracy on the Ray evaluator pool, one record per distinct arch.
+"""The search loop: Optuna ask/tell over the study, cheap metrics in the driver,
+supernet accuracy on the Ray evaluator pool, one record per distinct arch.
 
-Every arch is evaluated at most once per study: archs are canonical (``space.arch``)
-and identified by ``Arch.id``; when a sampler proposes an arch already evaluated, the
-trial is told the stored values (marked ``duplicate_of``) without a new evaluation and
-does not count against ``search.budget``. On resume, trials left RUNNING by a killed
-driver are marked FAIL (their results never reached the storage, so their archs are
-free to be proposed again), and the evaluated set is rebuilt from COMPLETE trials.
+Archs are asked define-by-run (:mod:`.encoding`: ordinal choices as integers, inactive
+blocks never asked) and identified by ``Arch.id``. Every arch is evaluated at most once
+per study: a proposal of an arch already evaluated (or already proposed this round) is
+answered from the records without an evaluation and told FAIL with ``duplicate_of``
+naming the trial that holds its values, so it never counts as a COMPLETE trial, against
+``search.budget``, in the hypervolume history or in ``trials.csv`` (and NSGA-II's
+populations stay free of repeats, as with pymoo's duplicate elimination). On resume,
+trials left RUNNING by a killed driver are marked FAIL (their results never reached the
+storage, so their archs are free to be proposed again), and the evaluated set is rebuilt
+from the COMPLETE trials.
+
+The loop's own cost per trial (ask, encode, tell, record) is a few milliseconds and does
+not grow with the study, because the study lives in memory (:mod:`.storage`) and the
+sampler is the only part that looks at past trials.
 """
 from __future__ import annotations
 
-import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -20,12 +28,12 @@ import optuna
 
 from ..space import Arch, SearchSpace
 from ..ui import progress_bar
-from .metrics import Constraint, Metric, constraint_values, hypervolume
+from .encoding import TrialEncoding
+from .metrics import Constraint, Metric, constraint_values, hypervolume, pareto_mask
 from .searchers import SEARCHERS
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 ExpensiveFn = Callable[[Sequence[Arch], Callable[[int, dict[str, Any]], None]], Any]
+ENCODING = "ordinal-define-by-run/1"  # recorded in the study: an older study cannot be resumed with it
 
 
 @dataclass
@@ -47,15 +55,16 @@ class Problem:
     def expensive(self) -> list[Metric]:
         return [m for m in self.all_metrics if m.expensive]
 
-    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        return {p.name: optuna.distributions.CategoricalDistribution(list(p.choices)) for p in self.space.params}
-
     def cheap_values(self, archs: Sequence[Arch]) -> list[dict[str, float]]:
+        """Every cheap metric of ``archs``, one batch per metric."""
         out: list[dict[str, float]] = [{} for _ in archs]
+        codes = self.space.encode_batch(archs) if archs else None
         for m in self.all_metrics:
-            if not m.expensive and m.compute is not None:
-                for d, v in zip(out, m.compute(archs)):
-                    d[m.name] = float(v)
+            if m.expensive:
+                continue
+            vals = m.batch(codes) if m.batch is not None else m.compute(archs)  # type: ignore[misc]
+            for d, v in zip(out, vals):
+                d[m.name] = float(v)
         return out
 
     def losses(self, values: dict[str, float]) -> np.ndarray:
@@ -81,6 +90,7 @@ class SearchResult:
 
 
 def records_from_study(study: optuna.Study, space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Arch id -> record of every evaluated arch, in completion order."""
     known: dict[str, dict[str, Any]] = {}
     for t in sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                     key=lambda t: (t.datetime_complete or t.datetime_start, t.number)):
@@ -103,8 +113,6 @@ def fail_stale_trials(study: optuna.Study) -> int:
 def annotate(problem: Problem, records: list[dict[str, Any]]) -> list[float]:
     """Mark ``pareto`` on each record (front of the feasible ones); return the
     hypervolume after each evaluation, in order."""
-    from .metrics import pareto_mask
-
     ref = problem.reference()
     hv, front = [], np.zeros((0, len(ref)))
     for r in records:
@@ -122,20 +130,38 @@ def annotate(problem: Problem, records: list[dict[str, Any]]) -> list[float]:
 
 
 class SearchLoop:
-    def __init__(self, problem: Problem, cfg: Any, study: optuna.Study, seed: int,
+    """Runs a search on ``study`` until ``budget`` distinct archs are evaluated.
+
+    The loop sets the study's sampler to the searcher's and the study's metric names
+    (optuna-dashboard shows them). ``expensive(archs, done)`` evaluates the expensive
+    metrics, calling ``done(i, result)`` as each arch finishes; ``persist()`` writes the
+    study (called after every round and at least every second while results arrive);
+    ``on_round()`` runs after every round."""
+
+    def __init__(self, problem: Problem, cfg: Any, study: optuna.Study, seed: int, *,
                  expensive: ExpensiveFn | None = None, on_round: Callable[[], None] | None = None,
-                 quiet: bool = False, budget: int | None = None):
+                 persist: Callable[[], None] | None = None, quiet: bool = False, budget: int | None = None):
         self.problem, self.cfg, self.study, self.seed = problem, cfg, study, seed
-        self.expensive, self.on_round, self.quiet = expensive, on_round, quiet
+        self.expensive, self.on_round, self.persist, self.quiet = expensive, on_round, persist, quiet
         self.budget = budget if budget is not None else cfg.budget
         self.searcher = SEARCHERS.get(cfg.searcher)(problem, cfg, seed)
-        self.dists = problem.distributions()
+        study.sampler = self.searcher.sampler()
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([m.name for m in problem.objectives])
+        self.encoding = TrialEncoding(problem.space)
         self.known = records_from_study(study, problem.space)
         self.new_evaluations = 0
         self.duplicates = 0
+        self._saved = time.monotonic()
+
+    def _save(self, force: bool = False) -> None:
+        if self.persist is not None and (force or time.monotonic() - self._saved > 1.0):
+            self.persist()
+            self._saved = time.monotonic()
 
     def _tell_result(self, trial: optuna.trial.Trial, arch: Arch, values: dict[str, float],
-                     seconds: float | None = None, node: str = "") -> None:
+                     seconds: float | None = None, node: str = "") -> dict[str, Any]:
         p = self.problem
         cons = constraint_values(p.constraints, values)
         feasible = all(c <= 0 for c in cons)
@@ -143,14 +169,17 @@ class SearchLoop:
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("values", values)
         trial.set_user_attr("feasible", feasible)
-        trial.set_user_attr("constraints", cons)
         self._set_constraints(trial, cons)
         if seconds is not None:
             trial.set_user_attr("seconds", seconds)
         trial.set_user_attr("node", node)
         self.study.tell(trial, [values[m.name] for m in p.objectives])
-        self.known[arch.id] = {"number": trial.number, "arch_id": arch.id, "arch": arch, "values": values,
-                               "feasible": feasible, "seconds": seconds, "node": node}
+        rec = {"number": trial.number, "arch_id": arch.id, "arch": arch, "values": values,
+               "feasible": feasible, "seconds": seconds, "node": node}
+        self.known[arch.id] = rec
+        self.new_evaluations += 1
+        self._save()
+        return rec
 
     def _set_constraints(self, trial: optuna.trial.Trial, cons: list[float]) -> None:
         """Optuna 5's constraint API (``constraints_func`` is deprecated there): every
@@ -158,40 +187,57 @@ class SearchLoop:
         for c, v in zip(self.problem.constraints, cons):
             trial.set_constraint(c.text, v)
 
-    def _tell_duplicate(self, trial: optuna.trial.Trial, rec: dict[str, Any]) -> None:
-        trial.set_user_attr("duplicate_of", rec["number"])
-        self._set_constraints(trial, constraint_values(self.problem.constraints, rec["values"]))
-        self.study.tell(trial, [rec["values"][m.name] for m in self.problem.objectives])
+    def _tell_duplicate(self, trial: optuna.trial.Trial, number: int) -> None:
+        """Answered from the records: FAIL, pointing at the trial that holds the values."""
+        trial.set_user_attr("duplicate_of", number)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         self.duplicates += 1
 
+    def _ask_round(self, want: int) -> tuple[list[optuna.trial.Trial], list[Arch]]:
+        """Up to ``want`` trials of archs never evaluated (fewer when the sampler keeps
+        proposing known archs, or the searcher proposes fewer)."""
+        proposed = self.searcher.propose(self.known, want)
+        if proposed is not None:
+            for a in proposed[:want]:
+                self.study.enqueue_trial(self.encoding.params(a), skip_if_exists=False)
+        limit = len(proposed[:want]) if proposed is not None else 50 * want + 200
+        trials: list[optuna.trial.Trial] = []
+        archs: list[Arch] = []
+        this_round: dict[str, int] = {}
+        for _ in range(limit):
+            if len(archs) >= want:
+                break
+            t = self.study.ask()
+            a = self.encoding.suggest(t)
+            if a.id in self.known:
+                self._tell_duplicate(t, self.known[a.id]["number"])
+            elif a.id in this_round:
+                self._tell_duplicate(t, this_round[a.id])
+            else:
+                this_round[a.id] = t.number
+                trials.append(t)
+                archs.append(a)
+        return trials, archs
+
     def run(self) -> SearchResult:
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no INFO line per trial
+        try:
+            return self._run()
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    def _run(self) -> SearchResult:
         p = self.problem
         batch = self.cfg.batch or self.cfg.population
-        dup_streak = 0
         with progress_bar("search", self.budget, enabled=not self.quiet) as bar:
             bar.advance(min(len(self.known), self.budget))
             while len(self.known) < self.budget:
-                want = min(batch, self.budget - len(self.known))
-                self.searcher.before_round(self.study, self.known, want)
-                trials: list[optuna.trial.Trial] = []
-                archs: list[Arch] = []
-                pending_dups: list[tuple[optuna.trial.Trial, str]] = []
-                while len(archs) < want and dup_streak < 50 * want + 200:
-                    t = self.study.ask(self.dists)
-                    a = p.space.arch(t.params)
-                    if a.id in self.known:
-                        self._tell_duplicate(t, self.known[a.id])
-                        dup_streak += 1
-                    elif any(a.id == b.id for b in archs):
-                        pending_dups.append((t, a.id))
-                        dup_streak += 1
-                    else:
-                        trials.append(t)
-                        archs.append(a)
-                        dup_streak = 0
+                trials, archs = self._ask_round(min(batch, self.budget - len(self.known)))
                 if not archs:
-                    break  # the sampler only proposes known archs (a tiny space)
+                    break  # nothing new proposed (a tiny space, or a converged searcher)
                 values = p.cheap_values(archs)
+                done_now: list[dict[str, Any]] = []
                 if p.expensive:
                     if self.expensive is None:
                         raise RuntimeError("an expensive metric needs an evaluator")
@@ -199,18 +245,16 @@ class SearchLoop:
                     def done(i: int, res: dict[str, Any]) -> None:
                         for m in p.expensive:
                             values[i][m.name] = float(res[m.name])
-                        self._tell_result(trials[i], archs[i], values[i], res.get("seconds"), res.get("node", ""))
-                        self.new_evaluations += 1
-                        bar.advance(1, f"{m.name}={res.get(m.name, 0):.3f}")
+                        done_now.append(self._tell_result(trials[i], archs[i], values[i], res.get("seconds"),
+                                                          res.get("node", "")))
+                        bar.advance(1, f"{p.expensive[0].name}={res.get(p.expensive[0].name, 0):.3f}")
 
                     self.expensive(archs, done)
                 else:
-                    for t, a, v in zip(trials, archs, values):
-                        self._tell_result(t, a, v)
-                        self.new_evaluations += 1
+                    done_now = [self._tell_result(t, a, v) for t, a, v in zip(trials, archs, values)]
                     bar.advance(len(archs))
-                for t, aid in pending_dups:
-                    self._tell_duplicate(t, self.known[aid])
+                self.searcher.observe(done_now)
+                self._save(force=True)
                 if self.on_round is not None:
                     self.on_round()
         records = list(self.known.values())
@@ -219,13 +263,6 @@ class SearchLoop:
 
 
 def fingerprint(problem: Problem, cfg: Any) -> dict[str, Any]:
+    """What a stored study must match to be resumed."""
     return {"objectives": [m.name for m in problem.objectives], "constraints": [c.text for c in problem.constraints],
-            "searcher": cfg.searcher, "space_hash": problem.space.hash()}
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
-
-
-def now() -> float:
-    return time.time()
+            "searcher": cfg.searcher, "space_hash": problem.space.hash(), "encoding": ENCODING}

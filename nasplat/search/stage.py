@@ -1,4 +1,9 @@
-"""``nasplat search``: the experiment's search stage, with storage, resume and outputs."""
+"""``nasplat search``: the experiment's search stage, with storage, resume and outputs.
+
+The study lives in ``runs/<name>/search/study.journal`` (Optuna's journal format, kept
+in memory and written in batches, :mod:`.storage`) unless ``search.storage`` /
+``--storage`` names an RDB URL or another journal file. A run folder from before the
+journal (``study.db``, SQLite) is still opened and resumed as it is."""
 from __future__ import annotations
 
 import os
@@ -17,6 +22,7 @@ from .outputs import pareto_table, write_outputs
 from .runner import Problem, SearchLoop, SearchResult, annotate, fail_stale_trials, \
     fingerprint, records_from_study
 from .searchers import SEARCHERS
+from .storage import JOURNAL_NAME, StudyStorage, is_url, read_storage
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
@@ -43,12 +49,25 @@ def build_problem(exp: Experiment, cfg: SearchConfig | None = None) -> Problem:
 
 
 def storage_url(exp: Experiment, storage: str | None = None) -> str:
-    url = storage or exp.config.search.storage
-    if url:
-        return url
-    path = (exp.run_dir / "search" / "study.db").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    """The study's storage: ``storage`` / ``search.storage`` (an RDB URL or a journal
+    file path), else the run's ``search/study.journal`` (or an older run's ``study.db``)."""
+    spec = storage or exp.config.search.storage
+    if spec:
+        return spec
+    folder = (exp.run_dir / "search").resolve()
+    if (folder / "study.db").is_file() and not (folder / JOURNAL_NAME).is_file():
+        return f"sqlite:///{folder / 'study.db'}"
+    return str(folder / JOURNAL_NAME)
+
+
+def open_study_storage(spec: str) -> StudyStorage:
+    try:
+        return StudyStorage(spec)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unreadable file is a user problem
+        raise UserError(f"cannot open the study storage ({type(e).__name__}: {str(e).splitlines()[0]})", spec,
+                        "--storage") from None
 
 
 def ensure_ray(address: str | None, cpus_needed: float) -> bool:
@@ -95,32 +114,36 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
     cfg: SearchConfig = exp.config.search
     problem = build_problem(exp, cfg)
     out_dir = exp.run_dir / "search"
-    url = storage_url(exp, storage)
+    spec = storage_url(exp, storage)
     name = exp.config.name
     fp = fingerprint(problem, cfg)
+    st = open_study_storage(spec)
     try:
-        existing = name in optuna.get_all_study_names(url)
+        existing = name in optuna.get_all_study_names(st.storage)
     except Exception as e:  # noqa: BLE001 - a bad URL or driver is a user problem
         raise UserError(f"cannot open the study storage ({type(e).__name__}: {str(e).splitlines()[0]})",
                         None, "--storage") from None
+    n_trials = 0
     if existing:
-        old = optuna.load_study(study_name=name, storage=url)
+        old = optuna.load_study(study_name=name, storage=st.storage)
         n_done = len(records_from_study(old, exp.space))
+        n_trials = len(old.trials)
         if force:
-            optuna.delete_study(study_name=name, storage=url)
-            existing = False
+            if st.journal is not None:  # a journal file holds this one study: start a fresh file
+                st.journal.path.unlink()
+                st = open_study_storage(spec)
+            else:
+                optuna.delete_study(study_name=name, storage=st.storage)
+            existing, n_trials = False, 0
         elif old.user_attrs.get("nasplat") not in (None, fp):
             raise UserError(f"the stored study {name!r} was made with other settings "
-                            f"({old.user_attrs.get('nasplat')}); use --force to start over", url, "search")
+                            f"({old.user_attrs.get('nasplat')}); use --force to start over", spec, "search")
         elif n_done < cfg.budget and not resume:
             raise UserError(f"a partial search exists ({n_done}/{cfg.budget} archs); pass --resume to continue it "
-                            f"or --force to restart", url, None)
-    seed = cfg.seed if cfg.seed is not None else exp.config.seed
-    if existing:
-        seed += len(optuna.load_study(study_name=name, storage=url).trials)  # fresh random stream per resume
-    searcher = SEARCHERS.get(cfg.searcher)(problem, cfg, seed)
-    study = optuna.create_study(storage=url, study_name=name, directions=problem.directions, load_if_exists=True,
-                                sampler=searcher.sampler())
+                            f"or --force to restart", spec, None)
+    seed = (cfg.seed if cfg.seed is not None else exp.config.seed) + n_trials  # fresh random stream per resume
+    study = optuna.create_study(storage=st.storage, study_name=name, directions=problem.directions,
+                                load_if_exists=True)
     study.set_user_attr("nasplat", fp)
     stale = fail_stale_trials(study)
     if stale:
@@ -128,7 +151,7 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
             f"proposed again")
     known = records_from_study(study, exp.space)
     if len(known) >= cfg.budget:
-        say(f"search already complete: {len(known)} archs in {url}")
+        say(f"search already complete: {len(known)} archs in {spec}")
         records = list(known.values())
         result = SearchResult(records, annotate(problem, records), problem)
     else:
@@ -154,15 +177,18 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
                     last[0] = time.monotonic()
 
             exp.write_config()
-            loop = SearchLoop(problem, cfg, study, seed, pool.map if pool else None, on_round, quiet)
+            loop = SearchLoop(problem, cfg, study, seed, expensive=pool.map if pool else None, on_round=on_round,
+                              persist=st.flush, quiet=quiet)
             result = loop.run()
         finally:
+            st.flush()
             if pool is not None:
                 pool.shutdown()
             if started:
                 import ray
 
                 ray.shutdown()
+    st.flush()
     write_outputs(result, out_dir)
     if print_table:
         print(pareto_table(result), flush=True)
@@ -174,9 +200,11 @@ def search_done(exp: Experiment) -> bool:
     out = exp.run_dir / "search"
     if not (out / "pareto.csv").exists() or not (out / "trials.csv").exists():
         return False
+    spec = storage_url(exp)
+    if not is_url(spec) and not Path(spec).is_file():
+        return False
     try:
-        url = storage_url(exp)
-        study = optuna.load_study(study_name=exp.config.name, storage=url)
+        study = optuna.load_study(study_name=exp.config.name, storage=read_storage(spec))
     except Exception:  # noqa: BLE001
         return False
     return len(records_from_study(study, exp.space)) >= exp.config.search.budget

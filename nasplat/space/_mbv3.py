@@ -7,11 +7,13 @@ channels of each MBConv block are elastic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._arch import Arch, Value
+from ._arch import Arch
 from ._base import FAMILIES, Param, SearchSpace, SpaceConfig, conv_out, make_divisible
 
 Act = Literal["relu", "h_swish"]
@@ -141,17 +143,10 @@ class MBV3Space(SearchSpace):
         ps += [Param(f"d{i}", tuple(s.depths)) for i, s in enumerate(c.stages)]
         for i, s in enumerate(c.stages):
             for j in range(max(s.depths)):
-                ps.append(Param(f"k{i}_{j}", tuple(s.kernels)))
-                ps.append(Param(f"e{i}_{j}", tuple(s.expands)))
+                gate = None if j < min(s.depths) else (f"d{i}", j)  # block j exists when depth > j
+                ps.append(Param(f"k{i}_{j}", tuple(s.kernels), gate))
+                ps.append(Param(f"e{i}_{j}", tuple(s.expands), gate))
         return ps
-
-    def active(self, values: Mapping[str, Value]) -> set[str]:
-        act = {"r"}
-        for i, _ in enumerate(self.config.stages):
-            act.add(f"d{i}")
-            for j in range(int(values[f"d{i}"])):
-                act.update((f"k{i}_{j}", f"e{i}_{j}"))
-        return act
 
     def count(self) -> int:
         per_res = 1
@@ -234,6 +229,51 @@ class MBV3Space(SearchSpace):
         head_params += h.feature_mix * c.num_classes + c.num_classes
         costs.append((head_macs, head_params))
         return costs
+
+    def stage_costs_batch(self, codes: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`stage_costs`: a block's cost depends only on the resolution,
+        its stage, its position and its (kernel, expand) — the spatial size does not
+        depend on the (odd) kernels — so each block is a lookup in a small table."""
+        codes = self._check_codes(codes)
+        stem, blocks, head = self._cost_tables()
+        r = codes[:, self._index["r"]]
+        mask = self.active_mask(codes)
+        out = np.zeros((len(codes), len(self.config.stages) + 2, 2))
+        out[:, 0] = stem[r]
+        for i, s in enumerate(self.config.stages):
+            for j in range(max(s.depths)):
+                k, e = self._index[f"k{i}_{j}"], self._index[f"e{i}_{j}"]
+                out[:, i + 1] += blocks[i][j][r, codes[:, k], codes[:, e]] * mask[:, k, None]
+        out[:, -1] = head[r]
+        return out
+
+    def _cost_tables(self) -> tuple[np.ndarray, list[list[np.ndarray]], np.ndarray]:
+        """(stem + first block [r], blocks[stage][j][r, k, e], head [r]) as (MACs, params)."""
+        if getattr(self, "_tables", None) is None:
+            c = self.config
+            stem = np.zeros((len(c.resolutions), 2))
+            head = np.zeros((len(c.resolutions), 2))
+            blocks = [[np.zeros((len(c.resolutions), len(s.kernels), len(s.expands), 2)) for _ in range(max(s.depths))]
+                      for s in c.stages]
+            for ri, res in enumerate(c.resolutions):
+                for ki in range(max(len(s.kernels) for s in c.stages)):
+                    for ei in range(max(len(s.expands) for s in c.stages)):
+                        values = {"r": res}
+                        for i, s in enumerate(c.stages):
+                            values[f"d{i}"] = max(s.depths)
+                            for j in range(max(s.depths)):
+                                values[f"k{i}_{j}"] = s.kernels[min(ki, len(s.kernels) - 1)]
+                                values[f"e{i}_{j}"] = s.expands[min(ei, len(s.expands) - 1)]
+                        arch = self.arch(values)
+                        costs = self.stage_costs(arch)
+                        stem[ri], head[ri] = costs[0], costs[-1]
+                        for i, stage in enumerate(self.plan(arch)[1:]):
+                            s = c.stages[i]
+                            for j, b in enumerate(stage):
+                                blocks[i][j][ri, min(ki, len(s.kernels) - 1), min(ei, len(s.expands) - 1)] = \
+                                    self.block_costs(b)
+            self._tables = (stem, blocks, head)
+        return self._tables
 
     def macs(self, arch: Arch) -> int:
         return sum(m for m, _ in self.stage_costs(arch))
