@@ -16,10 +16,13 @@ trees make them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from ..errors import UserError
+from ..io import write_bytes
 from ..registry import Registry
 
 
@@ -195,11 +198,20 @@ class Sum(Fitted):
         return cls(*parts)
 
 
-def save_fitted(model: Fitted) -> dict[str, np.ndarray]:
-    """Named arrays (with the kind) for safetensors."""
-    return {f"kind.{model.kind}": np.zeros(0), **model.arrays()}
+def write_fitted(path: Path, model: Fitted) -> None:
+    """Save ``model`` as safetensors (atomically)."""
+    from safetensors.numpy import save
+
+    write_bytes(path, save({f"kind.{model.kind}": np.zeros(0), **model.arrays()}))
 
 
-def load_fitted(arrays: dict[str, np.ndarray]) -> Fitted:
-    kind = next(k[5:] for k in arrays if k.startswith("kind."))
-    return FITTED.get(kind).from_arrays({k: v for k, v in arrays.items() if not k.startswith("kind.")})
+def read_fitted(path: Path) -> Fitted:
+    """The model :func:`write_fitted` saved (a damaged or foreign file is a UserError)."""
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(str(path))
+        kind = next(k[5:] for k in arrays if k.startswith("kind."))
+        return FITTED.get(kind).from_arrays({k: v for k, v in arrays.items() if not k.startswith("kind.")})
+    except Exception as e:  # noqa: BLE001 - anything unreadable is reported on one line
+        raise UserError(f"cannot read the fitted model ({type(e).__name__}: {e})", path) from None

@@ -18,7 +18,7 @@ import numpy as np
 from ..registry import Registry
 from ..space import Arch, SearchSpace
 from ._base import PREDICTORS, Predictor
-from ._fitted import Fitted, Linear, Sum, Trees, load_fitted, save_fitted
+from ._fitted import Fitted, Linear, Sum, Trees, read_fitted, write_fitted
 from .features import code_features
 
 Fit = Callable[[np.ndarray, np.ndarray], Fitted]
@@ -123,25 +123,16 @@ class LearnedPredictor(Predictor):
         return np.exp(p) if self.log_target else p
 
     def save_state(self, folder: Path) -> dict[str, Any]:
-        from safetensors.numpy import save_file
-
         self._check_fitted("regressor_")
-        save_file(save_fitted(self.regressor_), str(folder / "model.safetensors"))
+        write_fitted(folder / "model.safetensors", self.regressor_)
         return {"state": "model.safetensors"}
 
     @classmethod
     def load_state(cls, space: SearchSpace, params: dict[str, Any], folder: Path,
                    meta: dict[str, Any]) -> LearnedPredictor | None:
-        from safetensors.numpy import load_file
-
-        from ..errors import UserError
-
         path = folder / "model.safetensors"
         if meta.get("state") != "model.safetensors" or not path.is_file():
             return None
         pred = cls(space, **params)
-        try:
-            pred.regressor_ = load_fitted(load_file(str(path)))
-        except Exception as e:  # noqa: BLE001 - a damaged or foreign file is a user problem
-            raise UserError(f"cannot read the fitted model ({type(e).__name__}: {e})", path) from None
+        pred.regressor_ = read_fitted(path)
         return pred

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import UserError
 from ..space import Arch, SearchSpace
 from ._base import PREDICTORS, Predictor, load_predictor, save_predictor
-from ._fitted import Linear, load_fitted, save_fitted
+from ._fitted import Linear, read_fitted, write_fitted
 from .features import code_features
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
@@ -81,29 +81,25 @@ class TransferPredictor(Predictor):
         return np.exp(log)
 
     def save_state(self, folder: Path) -> dict[str, Any]:
-        from safetensors.numpy import save_file
-
         self._check_fitted("a_", "c_", "residual_")
         assert self.base is not None
         save_predictor(folder / "base", self.base, None, None, target="latency_ms",
                        extra={"device": self.base_device})
-        save_file(save_fitted(self.residual_), str(folder / "model.safetensors"))
+        write_fitted(folder / "model.safetensors", self.residual_)
         return {"state": "model.safetensors", "a": self.a_, "c": self.c_}
 
     @classmethod
     def load_state(cls, space: SearchSpace, params: dict[str, Any], folder: Path,
                    meta: dict[str, Any]) -> TransferPredictor:
-        from safetensors.numpy import load_file
-
         path = folder / "model.safetensors"
         if not path.is_file() or not (folder / "base").is_dir():
             raise UserError("a transfer predictor needs model.safetensors and its base/ predictor", folder)
         pred = cls(space, load_predictor(folder / "base", space), **params)
         try:
             pred.a_, pred.c_ = float(meta["a"]), float(meta["c"])
-            pred.residual_ = load_fitted(load_file(str(path)))
-        except Exception as e:  # noqa: BLE001 - a damaged or foreign file is a user problem
-            raise UserError(f"cannot read the fitted model ({type(e).__name__}: {e})", path) from None
+        except (KeyError, TypeError, ValueError):
+            raise UserError("missing or not a number", folder / "predictor.json", "a") from None
+        pred.residual_ = read_fitted(path)
         return pred
 
     @classmethod

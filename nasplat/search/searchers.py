@@ -242,7 +242,7 @@ class PymooNSGA2(Searcher):
         return optuna.samplers.RandomSampler(seed=self.seed)  # not used: every trial is proposed
 
     def _setup(self, known: dict[str, dict[str, Any]]) -> None:
-        from pymoo.termination.no_termination import NoTermination
+        from pymoo.core.termination import NoTermination
 
         sampling = None
         if len(known) >= self.cfg.population:  # resume: start from the survivors of what is known
@@ -322,7 +322,7 @@ class LINAS(Searcher):
         super().__init__(problem, cfg, seed)
         self.genome = Genome(problem.space)
         self.rounds = 0
-        self.inner_evaluations: list[int] = []  # per round, for reports
+        self.inner: list[tuple[int, int]] = []  # per round: (generations, predictor evaluations)
 
     def sampler(self) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=self.seed)  # the first population; later ones are proposed
@@ -363,7 +363,7 @@ class LINAS(Searcher):
         n_gen = max(1, -(-self.cfg.linas.inner_evals // pop_size))
         res = minimize(problem, self.genome.nsga2(pop_size), ("n_gen", n_gen), seed=self.seed * 1000 + self.rounds,
                        verbose=False)
-        self.inner_evaluations.append(int(sum(len(c) for c, _, _ in seen)))
+        self.inner.append((len(seen), int(sum(len(c) for c, _, _ in seen))))
         final = res.pop
         G = final.get("G") if self.problem.constraints else np.zeros((len(final), 0))
         chosen = self._choose(problem, self.genome.codes(final.get("X")), final.get("F"), G, known, want)

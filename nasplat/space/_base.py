@@ -232,12 +232,28 @@ class SearchSpace(ABC):
             rows = [self.active({p.name: p.choices[i] for p, i in zip(self._params, row)}) for row in codes.tolist()]
             return np.array([[p.name in act for p in self._params] for act in rows], dtype=bool).reshape(codes.shape)
         mask = np.ones(codes.shape, dtype=bool)
-        for j, p in enumerate(self._params):
-            if p.gate is not None:
-                g = self._index[p.gate[0]]
-                values = np.asarray(self._params[g].choices, dtype=np.float64)[codes[:, g]]
-                mask[:, j] = mask[:, g] & (values > p.gate[1])
+        gated, gate_cols, limits, table = self._gates()
+        if len(gated):
+            mask[:, gated] = table[gate_cols[None, :], codes[:, gate_cols]] > limits
+            for _ in range(len(gated)):  # a gate that is itself gated: propagate until stable
+                inherited = mask[:, gated] & mask[:, gate_cols]
+                if np.array_equal(inherited, mask[:, gated]):
+                    break
+                mask[:, gated] = inherited
         return mask
+
+    def _gates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(gated param indices, their gate's index, the limits, a params x choices value table)."""
+        if getattr(self, "_gate_arrays", None) is None:
+            gated = [j for j, p in enumerate(self._params) if p.gate is not None]
+            width = max(len(p.choices) for p in self._params)
+            table = np.full((len(self._params), width), np.nan)
+            for j, t in self._numeric.items():
+                table[j, :len(t)] = t
+            self._gate_arrays = (np.array(gated, dtype=np.int64),
+                                 np.array([self._index[self._params[j].gate[0]] for j in gated], dtype=np.int64),
+                                 np.array([float(self._params[j].gate[1]) for j in gated]), table)
+        return self._gate_arrays
 
     def canonical(self, codes: np.ndarray) -> np.ndarray:
         """Index rows with every inactive choice at index 0 (one row per network)."""
