@@ -11,12 +11,12 @@ Example::
     import nasplat
 
     exp = nasplat.load_experiment("examples/digits_ofa.yaml")
-    nasplat.train(exp)                              # runs/digits_ofa/supernet/
+    nasplat.train_supernet(exp)                     # runs/digits_ofa/supernet/
     net = nasplat.load_supernet(exp)                # the trained supernet
     arch = exp.space.max_arch()
     sub = nasplat.extract_subnet(net, arch, nasplat.load_data(exp))   # + BN recalibration
     acc = nasplat.evaluate(sub, nasplat.load_data(exp), resolution=exp.space.resolution(arch))
-    nasplat.search(exp)
+    nasplat.run_search(exp)
     front = nasplat.read_pareto(exp)                # a DataFrame, as search/pareto.csv
     nasplat.export_onnx(sub, "sub.onnx", input_shape=(1, 3, 16, 16))
 """
@@ -88,7 +88,7 @@ def load_supernet(run: Experiment | str | Path | None = None, *, space: SearchSp
         exp = _experiment(run)
         sp, ckpt = exp.space, checkpoint or supernet_checkpoint(exp.run_dir)
         if checkpoint is None and not Path(ckpt).is_file():
-            raise UserError("no trained supernet in this run folder; train one first (nasplat.train)", ckpt)
+            raise UserError("no trained supernet in this run folder; train one first (nasplat.train_supernet)", ckpt)
     elif space is not None:
         sp = space if not isinstance(space, (str, Path)) else load_space(space)
         ckpt = checkpoint
@@ -133,7 +133,7 @@ def evaluate(model: nn.Module, data: DataBundle, *, resolution: int | None = Non
 
 
 # -- stages --------------------------------------------------------------------------------
-def train(run: Experiment | str | Path, *, resume: bool = False, force: bool = False,
+def train_supernet(run: Experiment | str | Path, *, resume: bool = False, force: bool = False,
           address: str | None = None) -> Path:
     """Train the experiment's supernet (``nasplat train``); returns the weights' path."""
     from .train.run import train_experiment
@@ -141,7 +141,7 @@ def train(run: Experiment | str | Path, *, resume: bool = False, force: bool = F
     return train_experiment(_experiment(run), resume=resume, force=force, address=address)
 
 
-def search(run: Experiment | str | Path, *, resume: bool = True, force: bool = False, address: str | None = None,
+def run_search(run: Experiment | str | Path, *, resume: bool = True, force: bool = False, address: str | None = None,
            storage: str | None = None, quiet: bool = False) -> SearchResult:
     """Run (or continue) the experiment's search (``nasplat search``); the result's
     records are also written to ``search/trials.csv`` and ``search/pareto.csv``."""
