@@ -18,7 +18,7 @@ Example::
     acc = nasplat.evaluate(sub, nasplat.load_data(exp), resolution=exp.space.resolution(arch))
     nasplat.run_search(exp)
     front = nasplat.read_pareto(exp)                # a DataFrame, as search/pareto.csv
-    nasplat.export_onnx(sub, "sub.onnx", input_shape=(1, 3, 16, 16))
+    nasplat.export_onnx(sub, "sub.onnx", input_shape=(1, 1, 16, 16))
 """
 from __future__ import annotations
 
