@@ -12,10 +12,13 @@ import yaml
 from nasplat.data import DataConfig, load_data
 from nasplat.errors import UserError
 from nasplat.space import load_space
+from nasplat.supernet import resize
 from nasplat.train.config import TrainConfig
 from nasplat.train.distributed import Dist
 from nasplat.train.strategies import StepInfo, TrainContext, derived_rng
+from nasplat.train.losses import alpha_divergence, label_smoothed_ce
 from nasplat.train.strategies.elasticvit import (
+    PAPER_LEVELS,
     ElasticViT,
     MemoryBank,
     build_pools,
@@ -166,13 +169,13 @@ def test_steps_train_level_subnets_and_min_subnet_and_state_round_trips(small, d
     strat = make_strategy(small, digits, tmp_path, rescores_per_epoch=2)
     strat.banks[1].offer(tuple(small.encode(small.max_arch())), 5.0)  # out of level 1's range
     model = strat.model.train()
-    min_id = small.min_arch().id
     levels = []
     batches = digits.batches("train", 32, np.arange(32 * 5))
     for step, (x, y, idx) in enumerate(batches):
         model.zero_grad(set_to_none=True)
         out = strat.step(x, y, idx, StepInfo(0, 0, step, step))
-        assert len(out.archs) == 4 and out.archs[3].id == min_id and np.isfinite(out.loss)
+        assert len(out.archs) == 4 and out.archs[3].id == small.decode(strat.min_codes[strat.level]).id
+        assert np.isfinite(out.loss)
         lv = {level_of(small.macs(a)) for a in out.archs[:3]}
         assert lv == {strat.level}
         levels.append(strat.level)
@@ -345,3 +348,93 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
     a, b = finals
     assert a["strategy"] == b["strategy"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_alpha_divergence_on_a_hand_computed_three_class_example():
+    """AdaptiveLossSoft (alpha in {-1, 1}, ratio clip 5) on q = softmax([1, 0, -1]),
+    p = [0.2, 0.5, 0.3]: D_-1 = (sum q^2/p - 1)/2 = 0.6798 > D_1 = KL(p||q) = 0.4780, so the
+    alpha = -1 side is minimised, through the official surrogate -sum q * rho * log q with
+    rho = 1/2 - q/p (its value; its gradient is D_-1's)."""
+    z = torch.tensor([[1.0, 0.0, -1.0]], requires_grad=True)
+    p = torch.tensor([[0.2, 0.5, 0.3]])
+    e = [2.718281828, 1.0, 0.367879441]
+    q = [v / sum(e) for v in e]  # 0.66524, 0.24473, 0.09003
+    d_minus = 0.5 * sum(qi * qi / pi for qi, pi in zip(q, [0.2, 0.5, 0.3])) - 0.5
+    d_plus = sum(pi * np.log(pi / qi) for qi, pi in zip(q, [0.2, 0.5, 0.3]))
+    assert d_minus == pytest.approx(0.67975, abs=1e-4) and d_plus == pytest.approx(0.47796, abs=1e-4)
+    # alpha = -1: rho = -(p/q)^-1 + 1/2 = 1/2 - q/p; the value is -sum q * rho * log q
+    value = -sum(qi * (0.5 - qi / pi) * np.log(qi) for qi, pi in zip(q, [0.2, 0.5, 0.3]))
+    assert value == pytest.approx(-0.71941, abs=1e-4)
+    loss = alpha_divergence(z, p)
+    assert float(loss.detach()) == pytest.approx(value, abs=1e-5)
+    # its gradient is D_-1's
+    loss.backward()
+    z2 = z.detach().clone().requires_grad_(True)
+    qq = torch.softmax(z2, 1)
+    (0.5 * (qq * qq / p).sum() - 0.5).backward()
+    assert torch.allclose(z.grad, z2.grad, atol=1e-6)
+    # where KL(p||q) is the larger one (alpha = 1), the gradient is q - p
+    z3 = torch.tensor([[4.0, 0.0, 0.0]], requires_grad=True)  # q = [0.965, 0.018, 0.018]
+    p3 = torch.tensor([[0.2, 0.4, 0.4]])  # KL(p||q) = 2.18 > D_-1 = 1.82
+    alpha_divergence(z3, p3).backward()
+    assert torch.allclose(z3.grad, torch.softmax(z3.detach(), 1) - p3, atol=1e-6)
+
+
+def test_level_minimum_distils_from_the_mean_softmax_with_alpha_divergence(small, digits, tmp_path):
+    strat = make_strategy(small, digits, tmp_path)
+    assert all(m.p == 0 for m in strat.model.modules() if isinstance(m, torch.nn.Dropout))  # head dropout 0
+    x, y, idx = next(digits.batches("train", 32))
+    out = strat.step(x, y, idx, StepInfo(0, 0, 1, 1))
+    net = strat.supernet
+    logits = []
+    for a in out.archs:  # the step does no optimizer step: recompute its four losses
+        net.set_active(a)
+        logits.append(net(resize(x, small.resolution(a))))
+    ce = [float(label_smoothed_ce(o, y, strat.ctx.cfg.label_smoothing).detach()) for o in logits[:3]]
+    soft = torch.stack([torch.softmax(o.detach(), 1) for o in logits[:3]]).mean(0)
+    kd = float(alpha_divergence(logits[3], soft).detach())
+    assert out.loss == pytest.approx((sum(ce) + kd) / 4, rel=1e-4)
+    assert out.archs[3] == small.decode(strat.min_codes[strat.level])
+
+
+def test_paper_levels_walk_draws_inside_t_to_t_plus_20m(tmp_path):
+    """elasticvit.yaml with the strategy's defaults: the paper's levels and bound 20 M."""
+    paper = load_space(REPO / "search_spaces" / "elasticvit.yaml")
+    data = load_data(DataConfig(name="digits", resolution=8, batch_size=32, calib_images=16), 3)
+    cfg = TrainConfig(strategy="elasticvit", epochs=1, options={"pool_size": 40})
+    strat = ElasticViT(TrainContext(paper, data, cfg, 0, tmp_path, torch.device("cpu"), Dist()),
+                       ElasticViT.parse_options(cfg.options))
+    assert strat.levels == PAPER_LEVELS == [100, 200, 300, 400, 500, 700, 900, 1200] and strat.bound == 20
+    pools = strat.ensure_pools()
+    seen = set()
+    for step in range(300):
+        rng = derived_rng(0, step)
+        strat.level = walk(strat.level, len(strat.levels), rng)
+        code, _ = strat.draw(rng, 0)
+        t = strat.levels[strat.level]
+        assert t * 1e6 <= paper.macs(paper.decode(code)) <= (t + 20) * 1e6
+        seen.add(strat.level)
+    assert len(seen) >= 4
+    widths = [paper.params.index(paper.param(n)) for n in paper.width_chain()]
+    for t, pool, low in zip(strat.levels, pools, strat.min_codes):
+        values = np.array([[paper.params[j].choices[c] for j, c in zip(widths, row[widths])] for row in pool])
+        assert (np.diff(values, axis=1) >= 0).all()  # widths never decrease across stages
+        assert (pool >= low).all()  # the level's minimum is nested in every subnet of its pool
+        assert paper.macs(paper.decode(low)) <= t * 1e6
+    assert len({tuple(m) for m in strat.min_codes}) > 1  # per level, not one global minimum
+
+
+def test_adaptive_gradient_clipping(small, digits, tmp_path):
+    strat = make_strategy(small, digits, tmp_path)
+    x, y, idx = next(digits.batches("train", 32))
+    strat.model.zero_grad(set_to_none=True)
+    strat.step(x, y, idx, StepInfo(0, 0, 1, 1))
+    for p in strat.model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(1e4)  # far above 0.1 x the weights' norms
+    strat.clip_gradients()
+    for p in strat.model.parameters():
+        if p.grad is None or p.ndim < 2:
+            continue
+        g, w = p.grad.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1).clamp(min=1e-3)
+        assert (g <= 0.1 * w * (1 + 1e-4)).all()

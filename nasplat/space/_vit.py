@@ -9,11 +9,15 @@ Structure (ElasticViT, Tang et al. ICCV 2023; official code microsoft/Moonlit):
   width, with the official shortcut: identity when the shapes agree, else 2x2 average
   pooling when strided and a 1x1 projection when the widths differ; the others are
   residual) with one kernel and one expand ratio per stage;
-  a transformer stage is a transition MBConv (kernel ``down_kernel``, expand
-  ``down_expand``, the stage stride) followed by ``d`` pre-norm transformer blocks on
-  the flattened feature map: global multi-head self-attention (heads = width /
-  ``head_dim``, q/k dim per head = ``head_dim``, v dim per head = v_scale * head_dim)
-  and an MLP (hidden = round(width * mlp_ratio));
+  a transformer stage is a transition MBConv as the official one (kernel ``down_kernel``
+  = 3, expand ``down_expand`` = 6 of its input width, squeeze-excite ``se`` on, the
+  stage stride, the same shortcut as a conv stage's first block) followed by ``d``
+  pre-norm transformer blocks on the flattened feature map as the official ones:
+  x + proj(act(softmax(q·kᵀ/√head_dim)·dwconv3x3(v))) with q, k, v bias-free linear maps
+  (heads = width / ``head_dim``, q/k dim per head = ``head_dim``, v dim per head =
+  v_scale * head_dim), the depthwise 3x3 conv on V over the token grid and the activation
+  before the output projection; then x + fc2(act(fc1(LN(x)))) (hidden = round(width *
+  mlp_ratio));
 * a MobileNetV3-style head: 1x1 conv to ``head.expand_ratio`` x the last width, BN,
   h-swish, global pool, 1x1 to ``head.feature_mix``, h-swish, dropout, linear.
 
@@ -23,14 +27,17 @@ per stage ``i``: ``w{i}`` width, ``d{i}`` depth, ``k{i}``/``e{i}`` (conv stages)
 sampler these are per stage (one kernel/expand/MLP ratio/V scale for all blocks of a
 stage). Every choice is always active.
 
-Deviations from the official supernet (documented, deliberate): no relative position
-bias / window attention (the paper's final space uses global attention only, window 1);
-the transition of every transformer stage is an MBConv (the official code uses a
-depthwise downsampling layer or a projection) without a shortcut; smaller kernels come from OFA's kernel transform
-(``_ops.ElasticDepthwiseConv``, identity at init = the official centre crop); SE
-widths are rounded to multiples of 8 as in ``mbv3``; the MLP / attention use one
-activation from the YAML (default h-swish as in the official code). Middle widths
-make_divisible(round(cin * expand), 8) equal the official cin * expand for the
+Differences from the official supernet (documented, deliberate): no relative position
+bias (the official attention adds a learned bias per head and token offset; the paper's
+final space uses global attention, window 1, which is kept); V is nested per head (a
+subnet takes the first V features *of each of its heads*, so a head keeps its V weights
+when v_scale changes; the official code takes the first heads x v_dim features of one flat
+V projection and of the depthwise V conv); smaller kernels come from OFA's kernel
+transform (``_ops.ElasticDepthwiseConv``, identity at init = the official centre crop);
+SE widths are rounded to multiples of 8 as in ``mbv3`` (official: middle / 4); the
+MLP / attention use the stage's activation from the YAML (default h-swish as in the
+official code); BN of a residual block's last conv starts at γ = 1 (official: 0). Middle
+widths make_divisible(round(cin * expand), 8) equal the official cin * expand for the
 shipped spaces (widths are multiples of 8, expands integers).
 
 The cost model is one vectorised function over arrays of choice values, so
@@ -41,7 +48,7 @@ thousands of encoded archs are the same formula (and exact against
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Mapping, Union
+from typing import Annotated, ClassVar, Literal, Mapping, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,41 +75,38 @@ def _choices(v: list, what: str, lo: float = 1, hi: float = 4096) -> list:
     return [int(x) if float(x).is_integer() else x for x in v]
 
 
-class VitStemConfig(_Strict):
+class _WidthsDepths(_Strict):
+    """Width and depth choices (the stem's and every stage's)."""
+
+    _max_depth: ClassVar[int] = 16
+    widths: list[int]
+    depths: list[int]
+
+    @field_validator("widths")
+    @classmethod
+    def _w(cls, v: list[int]) -> list[int]:
+        return _choices(v, "widths")
+
+    @field_validator("depths")
+    @classmethod
+    def _d(cls, v: list[int]) -> list[int]:
+        return _choices(v, "depths", 1, cls._max_depth)
+
+
+class VitStemConfig(_WidthsDepths):
+    _max_depth: ClassVar[int] = 8
     widths: list[int] = [16, 24]
     depths: list[int] = [1, 2]
     stride: Literal[1, 2] = 2
     act: Act = "h_swish"
 
-    @field_validator("widths")
-    @classmethod
-    def _w(cls, v: list[int]) -> list[int]:
-        return _choices(v, "widths")
 
-    @field_validator("depths")
-    @classmethod
-    def _d(cls, v: list[int]) -> list[int]:
-        return _choices(v, "depths", 1, 8)
-
-
-class _StageConfig(_Strict):
+class _StageConfig(_WidthsDepths):
     """What both stage types choose: width and depth, with a fixed stride."""
 
-    widths: list[int]
-    depths: list[int]
     stride: Literal[1, 2]
     se: bool = False
     act: Act = "h_swish"
-
-    @field_validator("widths")
-    @classmethod
-    def _w(cls, v: list[int]) -> list[int]:
-        return _choices(v, "widths")
-
-    @field_validator("depths")
-    @classmethod
-    def _d(cls, v: list[int]) -> list[int]:
-        return _choices(v, "depths", 1, 16)
 
 
 class ConvStageConfig(_StageConfig):
@@ -125,12 +129,14 @@ class ConvStageConfig(_StageConfig):
 
 
 class TransformerStageConfig(_StageConfig):
-    """``se`` applies to the transition MBConv."""
+    """The transition MBConv: expand ``down_expand``, kernel ``down_kernel``, SE ``se``
+    (the official block: 6, 3, on)."""
 
     type: Literal["transformer"]
     mlp_ratios: list[float] = [2, 3, 4, 5]
     v_scales: list[int] = [2, 3, 4]
-    down_expand: float = Field(4, gt=0, le=16)  # the transition MBConv
+    se: bool = True
+    down_expand: float = Field(6, gt=0, le=16)
     down_kernel: int = Field(3, ge=1, le=15)
 
     @field_validator("mlp_ratios")
@@ -223,18 +229,27 @@ def mbconv_costs(size, cin, mid, cout, k, stride, se: bool):
     return macs, params, out
 
 
+def first_block_costs(size, cin, mid, cout, k, stride, se: bool):
+    """An MBConv that may change the shape, with the official shortcut: a 1x1 projection
+    (no BN) where the widths differ (the 2x2 pooling is free)."""
+    m, p, out = mbconv_costs(size, cin, mid, cout, k, stride, se)
+    proj = np.asarray(cin) != np.asarray(cout)
+    return m + np.where(proj, out * out * cin * cout, 0), p + np.where(proj, cin * cout, 0), out
+
+
 def transformer_costs(tokens, width, heads, head_dim, v_scale, hidden):
     """(MACs, params) arrays of one pre-norm transformer block (attention + MLP)."""
     n, c, h, hd = (np.asarray(a, dtype=np.int64) for a in (tokens, width, heads, head_dim))
     vd = np.asarray(v_scale, dtype=np.int64) * hd
     hid = np.asarray(hidden, dtype=np.int64)
     qk = h * hd
-    macs = 2 * n * c * qk + n * c * h * vd  # q, k, v projections
+    macs = 2 * n * c * qk + n * c * h * vd  # q, k, v projections (no bias)
+    macs = macs + n * h * vd * 9  # depthwise 3x3 conv on V
     macs = macs + h * n * n * hd + h * n * n * vd  # q @ k^T, attn @ v
     macs = macs + n * h * vd * c  # output projection
     macs = macs + 2 * n * c * hid  # MLP
     params = 2 * (2 * c)  # two layer norms
-    params = params + 2 * (c * qk + qk) + (c * h * vd + h * vd) + (h * vd * c + c)
+    params = params + 2 * c * qk + c * h * vd + 9 * h * vd + (h * vd * c + c)
     params = params + (c * hid + hid) + (hid * c + c)
     return macs, params
 
@@ -302,6 +317,11 @@ class VitHybridSpace(SearchSpace):
     def transformer_stages(self) -> list[int]:
         return [i for i, s in enumerate(self.config.stages) if isinstance(s, TransformerStageConfig)]
 
+    def width_chain(self) -> list[str]:
+        """The width choices in network order (stem, then stages): ElasticViT's sampler
+        never makes a stage narrower than the one before."""
+        return ["sw"] + [f"w{i}" for i in range(len(self.config.stages))]
+
     def preference_names(self) -> tuple[list[str], list[str]]:
         """(width choices, depth choices) ElasticViT's "wider and shallower" preference
         compares: the transformer stages' widths and depths (as in the official code)."""
@@ -352,14 +372,12 @@ class VitHybridSpace(SearchSpace):
             w, d = i64(v[f"w{i}"]), i64(v[f"d{i}"])
             if isinstance(s, ConvStageConfig):
                 k, e = i64(v[f"k{i}"]), np.asarray(v[f"e{i}"], dtype=np.float64)
-                m0, p0, out = mbconv_costs(size, cin, mid_channels(cin, e), w, k, s.stride, s.se)
-                proj = cin != w  # the first block's 1x1 projection shortcut
-                m0, p0 = m0 + np.where(proj, out * out * cin * w, 0), p0 + np.where(proj, cin * w, 0)
+                m0, p0, out = first_block_costs(size, cin, mid_channels(cin, e), w, k, s.stride, s.se)
                 m1, p1, _ = mbconv_costs(out, w, mid_channels(w, e), w, k, 1, s.se)
                 costs.append((m0 + (d - 1) * m1, p0 + (d - 1) * p1))
-            else:
-                m0, p0, out = mbconv_costs(size, cin, mid_channels(cin, s.down_expand), w, s.down_kernel,
-                                           s.stride, s.se)
+            else:  # the transition MBConv, then d transformer blocks
+                m0, p0, out = first_block_costs(size, cin, mid_channels(cin, s.down_expand), w, s.down_kernel,
+                                                s.stride, s.se)
                 mlp = np.asarray(v[f"m{i}"], dtype=np.float64)
                 hidden = np.rint(w * mlp).astype(np.int64)
                 m1, p1 = transformer_costs(out * out, w, w // c.head_dim, c.head_dim, i64(v[f"v{i}"]), hidden)

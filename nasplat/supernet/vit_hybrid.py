@@ -14,6 +14,7 @@ export to ONNX with the TorchScript or dynamo exporter.
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,26 +39,36 @@ def _se(mid: int) -> int:
 
 # -- static modules --------------------------------------------------------------------
 class Attention(nn.Module):
-    """Global multi-head self-attention on tokens (B, N, C); q/k dim per head ``head_dim``."""
+    """ElasticViT's global multi-head self-attention on tokens (B, N, C) of an H x W grid:
+    bias-free q, k, v; a depthwise 3x3 conv on V over the grid; the activation before the
+    output projection. q/k dim per head ``head_dim``, V dim per head ``v_dim``."""
 
-    def __init__(self, width: int, heads: int, head_dim: int, v_dim: int):
+    def __init__(self, width: int, heads: int, head_dim: int, v_dim: int, act: str):
         super().__init__()
         self.heads, self.head_dim, self.v_dim = heads, head_dim, v_dim
         self.scale = head_dim ** -0.5
-        self.q = nn.Linear(width, heads * head_dim)
-        self.k = nn.Linear(width, heads * head_dim)
-        self.v = nn.Linear(width, heads * v_dim)
+        self.q = nn.Linear(width, heads * head_dim, bias=False)
+        self.k = nn.Linear(width, heads * head_dim, bias=False)
+        self.v = nn.Linear(width, heads * v_dim, bias=False)
+        self.v_conv = nn.Conv2d(heads * v_dim, heads * v_dim, 3, 1, 1, groups=heads * v_dim, bias=False)
+        self.act = act_layer(act)
         self.proj = nn.Linear(heads * v_dim, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, n, _ = x.shape
         h = self.heads
         q = self.q(x).reshape(b, n, h, self.head_dim).transpose(1, 2)
         k = self.k(x).reshape(b, n, h, self.head_dim).transpose(1, 2)
-        v = self.v(x).reshape(b, n, h, self.v_dim).transpose(1, 2)
+        v = _grid_conv(self.v(x), hw, self.v_conv).reshape(b, n, h, self.v_dim).transpose(1, 2)
         attn = torch.softmax(torch.matmul(q * self.scale, k.transpose(-2, -1)), dim=-1)
         o = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, h * self.v_dim)
-        return self.proj(o)
+        return self.proj(self.act(o))
+
+
+def _grid_conv(t: torch.Tensor, hw: tuple[int, int], conv: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply an image conv to tokens (B, N, L) laid out on the H x W grid ``hw``."""
+    b, n, c = t.shape
+    return conv(t.transpose(1, 2).reshape(b, c, hw[0], hw[1])).flatten(2).transpose(1, 2)
 
 
 class TransformerBlock(nn.Module):
@@ -66,14 +77,14 @@ class TransformerBlock(nn.Module):
     def __init__(self, width: int, heads: int, head_dim: int, v_dim: int, hidden: int, act: str):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads, head_dim, v_dim)
+        self.attn = Attention(width, heads, head_dim, v_dim, act)
         self.norm2 = nn.LayerNorm(width)
         self.fc1 = nn.Linear(width, hidden)
         self.act = act_layer(act)
         self.fc2 = nn.Linear(hidden, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), hw)
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
 
@@ -83,12 +94,14 @@ class TransformerStage(nn.Module):
     def __init__(self, down: nn.Module, blocks: list[nn.Module]):
         super().__init__()
         self.down = down
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.down(x)
         b, c, h, w = x.shape
-        t = self.blocks(x.flatten(2).transpose(1, 2))
+        t = x.flatten(2).transpose(1, 2)
+        for blk in self.blocks:
+            t = blk(t, (h, w))
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -169,53 +182,58 @@ class ElasticLayerNorm(nn.LayerNorm):
 
 
 class ElasticAttention(nn.Module):
-    """Attention with elastic width, heads (width / head_dim) and V dim per head.
+    """:class:`Attention` with elastic width, heads (width / head_dim) and V dim per head.
 
     Weights are stored per head: q/k ``(heads_max * head_dim, C_max)``, v
-    ``(heads_max, v_max, C_max)``, proj ``(C_max, heads_max, v_max)``; a subnet takes the
-    first heads and, within each head, the first ``v_scale * head_dim`` V features."""
+    ``(heads_max, v_max, C_max)``, the depthwise V conv ``(heads_max, v_max, 3, 3)``, proj
+    ``(C_max, heads_max, v_max)``; a subnet takes the first heads and, within each head,
+    the first ``v_scale * head_dim`` V features."""
 
-    def __init__(self, width: int, head_dim: int, v_scale_max: int):
+    def __init__(self, width: int, head_dim: int, v_scale_max: int, act: str):
         super().__init__()
         self.head_dim = head_dim
         self.heads_max = width // head_dim
         self.v_max = v_scale_max * head_dim
-        self.q = ElasticLinear(width, self.heads_max * head_dim)
-        self.k = ElasticLinear(width, self.heads_max * head_dim)
-        v = nn.Linear(width, self.heads_max * self.v_max)
-        p = nn.Linear(self.heads_max * self.v_max, width)
-        self.v_weight = nn.Parameter(v.weight.detach().view(self.heads_max, self.v_max, width).clone())
-        self.v_bias = nn.Parameter(v.bias.detach().view(self.heads_max, self.v_max).clone())
-        self.proj_weight = nn.Parameter(p.weight.detach().view(width, self.heads_max, self.v_max).clone())
-        self.proj_bias = nn.Parameter(p.bias.detach().clone())
+        self.q = ElasticLinear(width, self.heads_max * head_dim, bias=False)
+        self.k = ElasticLinear(width, self.heads_max * head_dim, bias=False)
+        ref = Attention(width, self.heads_max, head_dim, self.v_max, act)  # PyTorch's default init
+        hv = (self.heads_max, self.v_max)
+        self.v_weight = nn.Parameter(ref.v.weight.detach().view(*hv, width).clone())
+        self.v_conv = nn.Parameter(ref.v_conv.weight.detach().view(*hv, 3, 3).clone())
+        self.proj_weight = nn.Parameter(ref.proj.weight.detach().view(width, *hv).clone())
+        self.proj_bias = nn.Parameter(ref.proj.bias.detach().clone())
+        self.act_name = act
+        self._act = act_fn(act)
         self.v_scale = v_scale_max
 
-    def _vp(self, c: int, h: int, vd: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _active(self, c: int, h: int, vd: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(v weight, depthwise V conv weight, proj weight) of the first h heads, vd V dims each."""
         vw = self.v_weight[:h, :vd, :c].reshape(h * vd, c)
-        vb = self.v_bias[:h, :vd].reshape(h * vd)
+        cw = self.v_conv[:h, :vd].reshape(h * vd, 1, 3, 3)
         pw = self.proj_weight[:c, :h, :vd].reshape(c, h * vd)
-        return vw, vb, pw
+        return vw, cw, pw
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
         h, hd, vd = c // self.head_dim, self.head_dim, self.v_scale * self.head_dim
         q = self.q(x, h * hd).reshape(b, n, h, hd).transpose(1, 2)
         k = self.k(x, h * hd).reshape(b, n, h, hd).transpose(1, 2)
-        vw, vb, pw = self._vp(c, h, vd)
-        v = F.linear(x, vw, vb).reshape(b, n, h, vd).transpose(1, 2)
+        vw, cw, pw = self._active(c, h, vd)
+        v = _grid_conv(F.linear(x, vw), hw, lambda t: F.conv2d(t, cw, None, 1, 1, 1, h * vd))
+        v = v.reshape(b, n, h, vd).transpose(1, 2)
         attn = torch.softmax(torch.matmul(q * hd ** -0.5, k.transpose(-2, -1)), dim=-1)
         o = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, h * vd)
-        return F.linear(o, pw, self.proj_bias[:c])
+        return F.linear(self._act(o), pw, self.proj_bias[:c])
 
     def to_static(self, c: int) -> Attention:
         h, hd, vd = c // self.head_dim, self.head_dim, self.v_scale * self.head_dim
-        att = Attention(c, h, hd, vd)
+        att = Attention(c, h, hd, vd, self.act_name)
         att.q = self.q.to_static(c, h * hd)
         att.k = self.k.to_static(c, h * hd)
-        vw, vb, pw = self._vp(c, h, vd)
+        vw, cw, pw = self._active(c, h, vd)
         with torch.no_grad():
             att.v.weight.copy_(vw)
-            att.v.bias.copy_(vb)
+            att.v_conv.weight.copy_(cw)
             att.proj.weight.copy_(pw)
             att.proj.bias.copy_(self.proj_bias[:c])
         return att
@@ -225,7 +243,7 @@ class ElasticTransformerBlock(nn.Module):
     def __init__(self, width: int, head_dim: int, v_scale_max: int, mlp_max: float, act: str):
         super().__init__()
         self.norm1 = ElasticLayerNorm(width)
-        self.attn = ElasticAttention(width, head_dim, v_scale_max)
+        self.attn = ElasticAttention(width, head_dim, v_scale_max, act)
         self.norm2 = ElasticLayerNorm(width)
         self.fc1 = ElasticLinear(width, round(width * mlp_max))
         self.fc2 = ElasticLinear(round(width * mlp_max), width)
@@ -237,9 +255,9 @@ class ElasticTransformerBlock(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.attn.v_scale = v_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         c = x.shape[-1]
-        x = x + self.attn(self.norm1(x))
+        x = x + self.attn(self.norm1(x), hw)
         hidden = round(c * self.mlp_ratio)
         return x + self.fc2(self._act(self.fc1(self.norm2(x), hidden)), c)
 
@@ -357,7 +375,7 @@ class ElasticTransformerStage(nn.Module):
         super().__init__()
         w = max(cfg.widths)
         self.down = ElasticMBConvV(cin_max, w, [cfg.down_kernel], cfg.down_expand, cfg.stride, cfg.se, cfg.act,
-                                   residual=False)
+                                   residual=False, projection=True)
         self.blocks = nn.ModuleList(
             ElasticTransformerBlock(w, head_dim, max(cfg.v_scales), max(cfg.mlp_ratios), cfg.act)
             for _ in range(max(cfg.depths)))
@@ -375,7 +393,7 @@ class ElasticTransformerStage(nn.Module):
         b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)
         for blk in self.blocks[: self.depth]:
-            t = blk(t)
+            t = blk(t, (h, w))
         return t.transpose(1, 2).reshape(b, c, h, w)
 
     def to_static(self, cin: int) -> TransformerStage:

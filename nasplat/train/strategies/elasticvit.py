@@ -1,17 +1,22 @@
 """``elasticvit``: complexity-aware and performance-aware sampling (ElasticViT, Tang et
-al., ICCV 2023; official code microsoft/Moonlit ``ElasticViT/models/model.py``).
+al., ICCV 2023; official code microsoft/Moonlit ``ElasticViT/models/model.py``,
+``ElasticViT/process.py``, ``ElasticViT/flops_look_up_table/build_look_up_table.py``).
 
 Complexity-aware sampling
-    The space's MACs range is cut into FLOPs levels ``levels`` (millions of MACs,
-    what ElasticViT and mobile NAS papers call MFLOPs; ElasticViT: 100..500 step 100,
-    700, 900, 1200). A subnet of level T has MACs in [T, T + bound] (ElasticViT:
-    bound = 2 x flops_bound = 20 M). Each step the current level moves by -1, 0 or +1,
-    each with probability 1/3; at the lowest level the moves are {0, 0, +1}, at the
-    highest {-1, 0, 0} (:func:`walk`), so consecutive steps never jump far in model
-    size. Subnets are drawn from per-level pools built once per space with the space's
-    vectorised MACs function (:func:`build_pools`) and cached in
-    ``<run>/supernet/pools.npz`` (written atomically, rebuilt when the space, levels or
-    pool options change).
+    The space's MACs range is cut into FLOPs levels ``levels`` (millions of MACs, what
+    ElasticViT and mobile NAS papers call MFLOPs; default the paper's 100, 200, 300, 400,
+    500, 700, 900, 1200, for ``elasticvit.yaml``; a smaller space lists its own, or
+    ``levels: auto`` spreads ``num_levels`` over the space). A subnet of level T has MACs
+    in [T, T + bound] (default 20 M = the official 2 x ``flops_bound``). Each step the
+    current level moves by -1, 0 or +1, each with probability 1/3; at the lowest level the
+    moves are {0, 0, +1}, at the highest {-1, 0, 0} (:func:`walk`, every step as the
+    official ``get_bank_id``), so consecutive steps never jump far in model size. Subnets
+    come from per-level pools built once per space as the official look-up-table builder:
+    every choice drawn uniformly, stage widths non-decreasing (a stage never narrower than
+    the one before, the stem included), above the level's minimum subnet when
+    ``min_archs`` gives one, kept when the MACs fall in the level (:func:`build_pools`,
+    vectorised MACs), cached in ``<run>/supernet/pools.npz`` (written atomically, rebuilt
+    when the space, levels or pool options change).
 
 Performance-aware sampling
     Per level a memory bank of good subnets (``bank_size`` = 150 entries for levels
@@ -32,11 +37,17 @@ Performance-aware sampling
     or the space's minimum while that bank is empty or the current level is the lowest).
 
 A step trains ``subnets_per_level`` (3) subnets of the level on the labels
-(label-smoothed CE) and then the level's minimum subnet, which distils from the
-average of their softmax outputs; gradients add up before the one optimizer step.
-The minimum subnet is the space's minimum unless ``min_archs`` names larger ones for
-higher levels (the official config's ``min_archs``: for level T, the first entry
-with T <= up_to + bound, else the last).
+(label-smoothed CE), then the level's own minimum subnet, which distils from the mean
+softmax of the three with the official adaptive α-divergence (AlphaNet's
+``AdaptiveLossSoft``, :func:`nasplat.train.losses.alpha_divergence`); gradients add up
+before the one optimizer step, which follows adaptive gradient clipping with factor
+``agc`` = 0.1 (timm's ``adaptive_clip_grad``, as the official ``process.py``; ``agc: null``
+restores the engine's ``train.grad_clip``). Head dropout is 0 during supernet training
+(the official ``set_regularization_mode(head_drop_prob=0)``). The minimum of level T is
+``min_archs``' entry for T when given (the official config's table: the first entry with
+T <= up_to + bound, else the last), otherwise the choice-wise minimum of the level's pool
+(the largest subnet nested in every subnet of the level; choices in the space's order,
+ascending values in mbv3 and vit_hybrid).
 
 Distributed: every random draw comes from ``derived_rng(seed, ...)`` of the step, and
 every score is all-reduced (mean) over the workers before it touches a bank, so all
@@ -44,13 +55,17 @@ workers hold identical banks and train identical subnets.
 
 Deviations (deliberate): the bank score of a just-trained pool subnet is the CE of
 that step's training forward (detached: the same minibatch and weights, train-mode BN,
-so it equals the official extra no-grad forward up to dropout noise) instead of a
-second forward; re-scoring uses a no-grad forward with BN batch statistics, frozen
-running statistics and dropout off. The official training also distils from two
-external ImageNet teachers (not applicable to a user's own data set) and uses AdamW;
-here the loss is label-smoothed CE and the optimizer is the engine's. Works for every
-family whose space has analytic ``macs`` (vectorised ``macs_batch`` when the space has
-one, e.g. ``vit_hybrid``; a per-arch loop otherwise, e.g. ``mbv3``).
+so it equals the official extra no-grad forward) instead of a second forward;
+re-scoring uses a no-grad forward with BN batch statistics, frozen running statistics.
+The official training also distils the three level subnets from two external ImageNet
+teachers (not applicable to a user's own data set) and uses AdamW (lr 5e-4, wd 0.05);
+here those three learn from the labels and the optimizer is the engine's. MACs are
+exact counts (``torch.utils.flop_counter``), so a level holds slightly different archs
+than under the official ``compute_flops`` (which counts the depthwise V conv as one MAC
+per output and adds softmax FLOPs). Works for every family whose space has analytic
+``macs`` (vectorised ``macs_batch`` when the space has one, e.g. ``vit_hybrid``; a
+per-arch loop otherwise, e.g. ``mbv3``); the width chain applies where the space names
+one (``width_chain``).
 """
 from __future__ import annotations
 
@@ -58,12 +73,13 @@ import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from timm.utils.agc import adaptive_clip_grad
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -72,11 +88,13 @@ from ...io import atomic_path
 from ...space import Arch, SearchSpace
 from ...supernet import resize
 from ...ui import progress_bar, say
-from ..losses import label_smoothed_ce, soft_target_ce
+from ..losses import alpha_divergence, label_smoothed_ce
 from ._base import STRATEGIES, Phase, StepInfo, StepOutput, Strategy, derived_rng
 
 M = 1e6
 _FIELD = "train.options"
+PAPER_LEVELS = [100.0, 200.0, 300.0, 400.0, 500.0, 700.0, 900.0, 1200.0]  # MFLOPs (ElasticViT)
+PAPER_BOUND = 20.0  # MFLOPs: the official 2 x flops_bound
 
 
 class MinArch(BaseModel):
@@ -87,9 +105,9 @@ class MinArch(BaseModel):
 
 class ElasticViTOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    levels: list[float] | None = None  # MMACs, ascending; None: `num_levels` spread over the space
-    num_levels: int = Field(6, ge=1, le=64)
-    bound: float | None = Field(None, gt=0)  # MMACs; None: 0.2 x the smallest gap between levels
+    levels: list[float] | Literal["auto"] = PAPER_LEVELS  # MMACs, ascending; auto: `num_levels` over the space
+    num_levels: int = Field(6, ge=1, le=64)  # with levels: auto
+    bound: float | None = Field(None, gt=0)  # MMACs; None: 20 (the paper) for listed levels, 0.2 x the smallest gap for auto
     pool_size: int = Field(150_000, ge=1)  # archs per level (ElasticViT: 150 000)
     pool_max_draws: int = Field(20_000_000, ge=1000)  # random archs tried before giving up
     bank_size: int = Field(150, ge=1)
@@ -101,12 +119,13 @@ class ElasticViTOptions(BaseModel):
     candidates: int = Field(5, ge=1)
     subnets_per_level: int = Field(3, ge=1)
     rescores_per_epoch: int = Field(4, ge=0)  # current bank re-scored this often per epoch
-    min_archs: list[MinArch] = []
+    min_archs: list[MinArch] = []  # the official config's per-level minima; empty: each pool's choice-wise minimum
+    agc: float | None = Field(0.1, gt=0)  # adaptive gradient clipping factor (official); null: train.grad_clip
 
     @field_validator("levels")
     @classmethod
-    def _levels(cls, v: list[float] | None) -> list[float] | None:
-        if v is None:
+    def _levels(cls, v: list[float] | str) -> list[float] | str:
+        if isinstance(v, str):
             return v
         if not v:
             raise ValueError("levels must not be empty")
@@ -194,18 +213,32 @@ def macs_batch(space: SearchSpace, codes: np.ndarray) -> np.ndarray:
     return np.array([space.macs(space.decode(c)) for c in codes], dtype=np.int64)
 
 
-def draw_codes(space: SearchSpace, rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` random encoded archs: half uniform per choice, half "tilted" (each arch
-    draws a size bias b ~ U(0,1) and every choice index from around b x its range), so
-    the small and large ends of the MACs range are reached too."""
+def width_chain(space: SearchSpace) -> list[int]:
+    """Indices of the width choices that must not decrease (the space's ``width_chain``
+    names them in network order; none for spaces without one)."""
+    fn = getattr(space, "width_chain", None)
+    names = [p.name for p in space.params]
+    return [names.index(n) for n in fn()] if fn is not None else []
+
+
+def draw_codes(space: SearchSpace, rng: np.random.Generator, n: int, lower: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``n`` random encoded archs as the official look-up-table builder draws them:
+    every choice uniform over its values (at or above ``lower``'s, a level's minimum
+    subnet), each width of :func:`width_chain` uniform over the values not below the
+    previous one's (rows where no value fits are dropped)."""
     sizes = np.array([len(p.choices) for p in space.params])
-    out = np.empty((n, len(sizes)), dtype=np.int64)
-    half = n // 2
-    out[:half] = (rng.random((half, len(sizes))) * sizes).astype(np.int64)
-    b = rng.random((n - half, 1))
-    t = b + rng.normal(0.0, 0.2, (n - half, len(sizes)))
-    out[half:] = np.clip((t * sizes).astype(np.int64), 0, sizes - 1)
-    return out
+    lo = np.zeros_like(sizes) if lower is None else np.asarray(lower, dtype=np.int64)
+    out = lo + (rng.random((n, len(sizes))) * (sizes - lo)).astype(np.int64)
+    chain = width_chain(space)
+    keep = np.ones(n, dtype=bool)
+    for a, b in zip(chain, chain[1:]):
+        values_a = np.asarray(space.params[a].choices, dtype=np.float64)
+        values_b = np.asarray(space.params[b].choices, dtype=np.float64)
+        first = np.maximum(np.searchsorted(values_b, values_a[out[:, a]], side="left"), lo[b])
+        keep &= first < sizes[b]
+        out[:, b] = np.minimum(first + (rng.random(n) * np.maximum(sizes[b] - first, 1)).astype(np.int64),
+                               sizes[b] - 1)
+    return out[keep]
 
 
 def level_ranges(levels: list[float], bound: float) -> list[tuple[float, float]]:
@@ -234,9 +267,11 @@ def default_bound(levels: list[float]) -> float:
 
 
 def build_pools(space: SearchSpace, levels: list[float], bound: float, pool_size: int, seed: int,
-                max_draws: int = 20_000_000, batch: int | None = None, show: bool = True) -> list[np.ndarray]:
+                max_draws: int = 20_000_000, batch: int | None = None, show: bool = True,
+                lower: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Per level up to ``pool_size`` distinct encoded archs with MACs in [T, T + bound],
-    from random draws (:func:`draw_codes`), deterministic in ``seed``."""
+    from random draws (:func:`draw_codes`, at or above ``lower[i]`` for level i when
+    given), deterministic in ``seed``."""
     if batch is None:  # small batches where MACs are computed one arch at a time
         batch = 20_000 if hasattr(space, "macs_batch") else 500
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 9090])
@@ -245,14 +280,19 @@ def build_pools(space: SearchSpace, levels: list[float], bound: float, pool_size
     raw = np.zeros(len(levels), dtype=np.int64)  # rows collected (with duplicates)
     done = np.zeros(len(levels), dtype=bool)
     drawn = 0
+    keys = [None if lower is None else tuple(int(c) for c in lower[i]) for i in range(len(levels))]
     with progress_bar("elasticvit pools", len(levels), show) as bar:
         while drawn < max_draws and not done.all():
-            codes = draw_codes(space, rng, batch)
             drawn += batch
-            macs = macs_batch(space, codes)
+            batches = {}  # one batch of draws per distinct lower bound still needed
+            for i, key in enumerate(keys):
+                if not done[i] and key not in batches:
+                    codes = draw_codes(space, rng, batch, None if key is None else np.array(key))
+                    batches[key] = (codes, macs_batch(space, codes))
             for i, (lo, hi) in enumerate(ranges):
                 if done[i]:
                     continue
+                codes, macs = batches[keys[i]]
                 sel = codes[(macs >= lo) & (macs <= hi)]
                 if not len(sel):
                     continue
@@ -358,33 +398,45 @@ class ElasticViT(Strategy):
         super().__init__(ctx, options)
         o = self.options
         space = ctx.space
-        self.levels: list[float] = list(o.levels) if o.levels else auto_levels(space, o.num_levels, ctx.seed)
-        self.bound: float = o.bound if o.bound is not None else default_bound(self.levels)
+        auto = o.levels == "auto"
+        self.levels: list[float] = auto_levels(space, o.num_levels, ctx.seed) if auto else list(o.levels)
+        self.bound: float = o.bound if o.bound is not None else (default_bound(self.levels) if auto else PAPER_BOUND)
         self.ranges = level_ranges(self.levels, self.bound)
         self.banks = [MemoryBank(o.bank_size if t < o.big_bank_from else o.big_bank_size) for t in self.levels]
         self.level = 0
         self.pools: list[np.ndarray] | None = None
         self.widths, self.depths = preference_names(space)
-        self.min_codes = [space.encode(self._min_arch(t)) for t in self.levels]
+        self.given_min = [space.encode(a) for a in self._min_archs()] if o.min_archs else None
+        self.min_codes: list[np.ndarray] = list(self.given_min or [])  # per level; from the pools when not given
+
+    def build_model(self) -> nn.Module:
+        """The supernet with dropout off: the official supernet training sets the head
+        dropout to 0 (``set_regularization_mode(head_drop_prob=0)``)."""
+        net = super().build_model()
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        return net
 
     # -- setup --------------------------------------------------------------------------
-    def _min_arch(self, level: float) -> Arch:
+    def _min_archs(self) -> list[Arch]:
+        """Per level, ``min_archs``' entry: the first with T <= up_to + bound, else the last."""
         space = self.ctx.space
-        if not self.options.min_archs:
-            return space.min_arch()
-        entries = sorted(self.options.min_archs, key=lambda e: e.up_to)
-        for j, e in enumerate(entries):
-            if level <= e.up_to + self.bound or j == len(entries) - 1:
-                try:
-                    return space.arch(e.arch)
-                except UserError as err:
-                    raise UserError(err.message, None, f"{_FIELD}.min_archs.{j}.{err.field}") from None
-        raise AssertionError
+        entries = sorted(enumerate(self.options.min_archs), key=lambda e: e[1].up_to)
+        out = []
+        for t in self.levels:
+            j, e = next(((j, e) for j, e in entries if t <= e.up_to + self.bound), entries[-1])
+            try:
+                out.append(space.arch(e.arch))
+            except UserError as err:
+                raise UserError(err.message, None, f"{_FIELD}.min_archs.{j}.{err.field}") from None
+        return out
 
     def pool_meta(self) -> dict[str, Any]:
         o = self.options
         return {"space_hash": self.ctx.space.hash(), "levels": self.levels, "bound": self.bound,
-                "pool_size": o.pool_size, "max_draws": o.pool_max_draws, "seed": self.ctx.seed, "version": 1}
+                "pool_size": o.pool_size, "max_draws": o.pool_max_draws, "seed": self.ctx.seed,
+                "min_archs": [m.model_dump() for m in o.min_archs], "version": 2}
 
     @property
     def pools_path(self) -> Path:
@@ -398,10 +450,12 @@ class ElasticViT(Strategy):
                 main = self.ctx.dist.is_main
                 say(f"elasticvit: building arch pools for levels {self.levels} M MACs (bound {self.bound:g} M)", main)
                 pools = build_pools(self.ctx.space, self.levels, self.bound, self.options.pool_size, self.ctx.seed,
-                                    self.options.pool_max_draws, show=main)
+                                    self.options.pool_max_draws, show=main, lower=self.given_min)
                 if main:
                     save_pools(self.pools_path, pools, meta)
             self.pools = pools
+            if self.given_min is None:  # the largest subnet nested in every subnet of the level
+                self.min_codes = [pool.min(axis=0) for pool in pools]
         return self.pools
 
     def phases(self) -> list[Phase]:
@@ -416,6 +470,12 @@ class ElasticViT(Strategy):
     def p_bank(self, epoch: int) -> float:
         o = self.options
         return min(1.0, o.p_bank + o.p_bank_step * (epoch // o.p_bank_every))
+
+    def clip_gradients(self) -> None:
+        """Adaptive gradient clipping (official: ``adaptive_clip_grad(params, 0.1)``)."""
+        if self.options.agc is None:
+            return super().clip_gradients()
+        adaptive_clip_grad([p for p in self.model.parameters() if p.grad is not None], self.options.agc)
 
     # -- scoring ---------------------------------------------------------------------------
     def _forward(self, code, x: torch.Tensor) -> torch.Tensor:
@@ -444,9 +504,11 @@ class ElasticViT(Strategy):
 
     # -- sampling --------------------------------------------------------------------------
     def anchor(self) -> np.ndarray:
+        """The best subnet of the lowest level's bank; the space's minimum at the lowest
+        level or while that bank is empty (official ``arch_sampling(mode='min')``)."""
         if self.level > 0 and len(self.banks[0]):
             return np.array(self.banks[0].best(), dtype=np.int64)
-        return self.min_codes[0]
+        return self.ctx.space.encode(self.ctx.space.min_arch())
 
     def draw(self, rng: np.random.Generator, epoch: int) -> tuple[np.ndarray, bool]:
         """One subnet of the current level: (code, drawn from the bank)."""
@@ -469,8 +531,7 @@ class ElasticViT(Strategy):
         if info.step == 0:
             self.rescore(list(range(len(self.levels))), x, y, drop_out_of_range=True)
         rng = derived_rng(ctx.seed, 0xE7A5, info.phase, info.epoch, info.step)
-        if info.global_step > 0:
-            self.level = walk(self.level, len(self.levels), rng)
+        self.level = walk(self.level, len(self.levels), rng)
         if every and info.step > 0 and info.step % every == 0:
             self.rescore([self.level], x, y, drop_out_of_range=False)
 
@@ -494,10 +555,10 @@ class ElasticViT(Strategy):
             for (code, _), s in zip(offered, scores.tolist()):
                 self.banks[self.level].offer(code, s)
 
-        soft = torch.stack(probs).mean(0)
+        soft = torch.stack(probs).mean(0)  # the level's mean softmax
         arch = space.decode(self.min_codes[self.level])
         net.set_active(arch)
-        loss = soft_target_ce(net(resize(x, space.resolution(arch))), soft)
+        loss = alpha_divergence(net(resize(x, space.resolution(arch))), soft)
         loss.backward()
         total += loss.item()
         archs.append(arch)
