@@ -41,8 +41,8 @@ widths make_divisible(round(cin * expand), 8) equal the official cin * expand fo
 shipped spaces (widths are multiples of 8, expands integers).
 
 The cost model is one vectorised function over arrays of choice values, so
-``macs``/``num_params`` of one arch and :meth:`VitHybridSpace.macs_batch` over
-thousands of encoded archs are the same formula (and exact against
+``macs``/``num_params`` of one arch and :meth:`VitHybridSpace.stage_costs_batch` (hence
+``macs_batch``) over thousands of encoded archs are the same formula (and exact against
 ``torch.utils.flop_counter``: MACs = counted FLOPs / 2, attention matmuls included).
 """
 from __future__ import annotations
@@ -390,12 +390,12 @@ class VitHybridSpace(SearchSpace):
         costs.append((head_m, head_p))
         return costs
 
-    def macs_batch(self, codes: np.ndarray) -> np.ndarray:
-        """MACs of many encoded archs at once (``encode`` rows), int64."""
-        return sum(m for m, _ in self.stage_cost_arrays(self.values_of(codes)))
-
-    def params_batch(self, codes: np.ndarray) -> np.ndarray:
-        return sum(p for _, p in self.stage_cost_arrays(self.values_of(codes)))
+    def stage_costs_batch(self, codes: np.ndarray) -> np.ndarray:
+        """``(n, stages, 2)`` per-stage (MACs, params) of many encoded archs, vectorised."""
+        costs = self.stage_cost_arrays(self.values_of(codes))
+        n = len(codes)
+        return np.stack([np.stack([np.broadcast_to(m, (n,)), np.broadcast_to(p, (n,))], -1) for m, p in costs],
+                        1).astype(np.float64)
 
     def _values_of_arch(self, arch: Arch) -> dict[str, np.ndarray]:
         return {p.name: np.asarray([arch[p.name]], dtype=np.float64) for p in self._params}

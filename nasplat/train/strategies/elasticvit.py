@@ -62,10 +62,9 @@ teachers (not applicable to a user's own data set) and uses AdamW (lr 5e-4, wd 0
 here those three learn from the labels and the optimizer is the engine's. MACs are
 exact counts (``torch.utils.flop_counter``), so a level holds slightly different archs
 than under the official ``compute_flops`` (which counts the depthwise V conv as one MAC
-per output and adds softmax FLOPs). Works for every family whose space has analytic
-``macs`` (vectorised ``macs_batch`` when the space has one, e.g. ``vit_hybrid``; a
-per-arch loop otherwise, e.g. ``mbv3``); the width chain applies where the space names
-one (``width_chain``).
+per output and adds softmax FLOPs). Works for every family (the space's ``macs_batch``,
+vectorised in ``vit_hybrid`` and ``mbv3``); the width chain applies where the space
+names one (``width_chain``).
 """
 from __future__ import annotations
 
@@ -206,11 +205,8 @@ class MemoryBank:
 
 # -- pools -------------------------------------------------------------------------------
 def macs_batch(space: SearchSpace, codes: np.ndarray) -> np.ndarray:
-    """MACs of encoded archs: the space's vectorised function when it has one."""
-    fn = getattr(space, "macs_batch", None)
-    if fn is not None:
-        return np.asarray(fn(codes), dtype=np.int64)
-    return np.array([space.macs(space.decode(c)) for c in codes], dtype=np.int64)
+    """MACs of encoded archs (the space's batched cost model), int64."""
+    return np.asarray(space.macs_batch(np.asarray(codes, dtype=np.int64)), dtype=np.int64)
 
 
 def width_chain(space: SearchSpace) -> list[int]:
@@ -250,8 +246,7 @@ def auto_levels(space: SearchSpace, num_levels: int, seed: int) -> list[float]:
     """``num_levels`` levels evenly spread between the 1st and 99th percentile of the
     MACs of random archs (MMACs, rounded to 3 significant digits)."""
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 4242])
-    n = 20_000 if hasattr(space, "macs_batch") else 2_000  # per-arch MACs are slower
-    macs = macs_batch(space, draw_codes(space, rng, n)) / M
+    macs = macs_batch(space, draw_codes(space, rng, 20_000)) / M
     lo, hi = np.quantile(macs, [0.01, 0.99])
     if num_levels == 1:
         vals = [lo]
@@ -269,11 +264,10 @@ def default_bound(levels: list[float]) -> float:
 def build_pools(space: SearchSpace, levels: list[float], bound: float, pool_size: int, seed: int,
                 max_draws: int = 20_000_000, batch: int | None = None, show: bool = True,
                 lower: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Per level up to ``pool_size`` distinct encoded archs with MACs in [T, T + bound],
-    from random draws (:func:`draw_codes`, at or above ``lower[i]`` for level i when
-    given), deterministic in ``seed``."""
-    if batch is None:  # small batches where MACs are computed one arch at a time
-        batch = 20_000 if hasattr(space, "macs_batch") else 500
+    """Per level up to ``pool_size`` distinct networks (canonical codes) with MACs in
+    [T, T + bound], from random draws (:func:`draw_codes`, at or above ``lower[i]`` for
+    level i when given), deterministic in ``seed``."""
+    batch = batch or 20_000
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 9090])
     ranges = level_ranges(levels, bound)
     chunks: list[list[np.ndarray]] = [[] for _ in levels]
@@ -287,7 +281,7 @@ def build_pools(space: SearchSpace, levels: list[float], bound: float, pool_size
             batches = {}  # one batch of draws per distinct lower bound still needed
             for i, key in enumerate(keys):
                 if not done[i] and key not in batches:
-                    codes = draw_codes(space, rng, batch, None if key is None else np.array(key))
+                    codes = space.canonical(draw_codes(space, rng, batch, None if key is None else np.array(key)))
                     batches[key] = (codes, macs_batch(space, codes))
             for i, (lo, hi) in enumerate(ranges):
                 if done[i]:
