@@ -3,16 +3,27 @@ supernet (BN recalibrated, no retraining) minus the same architectures trained f
 scratch for as many epochs as the whole PS schedule (DESIGN §9; OFA: "same level").
 Goal: mean difference ≥ −0.5 pt.
 
+Two supernets of the experiment, side by side: OFA's recipe as the experiment gives it
+(the default; its ``data.augment`` applies) and the same with
+``train.options.expand_min_subnet: true`` (also the smallest subnet every step of the
+expand phases, not OFA's), trained to ``runs/<name>`` and ``runs/<name>_minsub``
+(reused when finished).
+
 Subnets: ``--archs`` (≥ 8) spread over the MACs range (the min and max subnets plus
-evenly spaced MACs quantiles of 2000 random draws). From scratch: the static network
-with fresh weights (kaiming fan-out conv init, BN 1/0), SGD Nesterov, the experiment's
-``train.lr`` (the teacher phase's lr), weight decay, label smoothing, warm-up + cosine
-per iteration, at the subnet's own resolution, same batch size and data. ``--check N``
-also scores N random subnets of the supernet (the "every subnet ≥ 90%" check).
+evenly spaced MACs quantiles of 2000 random draws). PS accuracy: extract, BN
+recalibration with OFA's ``set_running_statistics`` semantics on ``data.calib_images``
+random training images drawn with the experiment's seed (all 1438 for digits), val
+split. The same subnets recalibrated with the cumulative average (nasplat's former
+default) are scored too, to show which recalibration measures better. From scratch: the
+static network with fresh weights (kaiming fan-out conv init, BN 1/0), SGD Nesterov,
+the experiment's ``train.lr`` (the teacher phase's lr), weight decay, label smoothing,
+warm-up + cosine per iteration, at the subnet's own resolution, same batch size, data
+and augmentation. ``--check N`` also scores N random subnets of the default supernet.
 
 ``python -m bench.ofa_vs_scratch [--experiment examples/digits_ofa_ps.yaml] [--archs 8]
-[--check 20] [--quick]``; any ``cifar10`` / ``folder`` experiment works the same way
-(its data path is resolved as in training).
+[--check 20] [--no-min-subnet] [--quick]``; any ``cifar10`` / ``folder`` experiment
+works the same way (its data path is resolved as in training). ``--quick`` trains
+short schedules (6 PS epochs, 3 from scratch, 4 subnets) into a temporary folder.
 """
 from __future__ import annotations
 
@@ -77,7 +88,7 @@ def train_scratch(exp, data, arch, epochs: int, seed: int) -> nn.Module:
     it = 0
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(n)[: spe * bs]
-        for x, y, _ in data.batches("train", bs, order, drop_last=True):
+        for x, y, _ in data.batches("train", bs, order, drop_last=True, augment=True):
             f = (it + 1) / warm if warm and it < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (it - warm) / max(1, total - warm))))
             for g in opt.param_groups:
                 g["lr"] = c.lr * f
@@ -88,28 +99,66 @@ def train_scratch(exp, data, arch, epochs: int, seed: int) -> nn.Module:
     return net.eval()
 
 
+def variant(exp, suffix: str = "", output_dir: str | None = None, epochs: int | None = None,
+            options: dict | None = None):
+    """The experiment with another name / output folder / epochs / strategy options."""
+    from nasplat.experiment import Experiment
+
+    c = exp.config
+    train = c.train.model_copy(update={"options": {**c.train.options, **(options or {})},
+                                       **({"epochs": epochs} if epochs else {})})
+    cfg = c.model_copy(update={"name": c.name + suffix, "train": train,
+                               **({"output_dir": output_dir} if output_dir else {})})
+    return Experiment(cfg, exp.path, exp.space)
+
+
+def ps_accuracy(net, exp, data, arch, calib, mode: str) -> float:
+    from nasplat.supernet import recalibrate_bn
+    from nasplat.supernet.evaluate import accuracy
+
+    r = exp.space.resolution(arch)
+    static = net.extract(arch)
+    recalibrate_bn(static, calib, r, mode=mode)
+    return accuracy(static, data, "val", r)
+
+
+def trained_supernet(exp):
+    from nasplat.supernet import build_supernet
+    from nasplat.train.run import train_experiment
+
+    t0 = time.perf_counter()
+    final = train_experiment(exp)  # reuses a finished run
+    print(f"  supernet {exp.config.name}: {final} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return build_supernet(exp.space, checkpoint=final).eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.ofa_vs_scratch", description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default=str(REPO / "examples" / "digits_ofa_ps.yaml"))
     ap.add_argument("--archs", type=int, default=8)
     ap.add_argument("--check", type=int, default=20, help="also score N random subnets (0: skip)")
     ap.add_argument("--scratch-epochs", type=int, default=None, help="default: the PS schedule's total")
-    ap.add_argument("--quick", action="store_true", help="4 subnets, no random check")
+    ap.add_argument("--no-min-subnet", action="store_true", help="skip the expand_min_subnet supernet")
+    ap.add_argument("--quick", action="store_true",
+                    help="short schedules in a temporary folder, 4 subnets, no random check (checks the bench runs)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--check-only", action="store_true", help="only the random-subnet check")
     args = ap.parse_args(argv)
-    from nasplat.experiment import load_experiment
-    from nasplat.supernet import build_supernet
-    from nasplat.supernet.evaluate import accuracy, evaluate_arch
-    from nasplat.checkpoint import load_weights
     from nasplat.data import load_experiment_data
-    from nasplat.train.run import build_trainer, train_experiment
+    from nasplat.experiment import load_experiment
+    from nasplat.supernet.bn import calibration_batches
+    from nasplat.supernet.evaluate import accuracy
+    from nasplat.train.run import build_trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.quick:
-        args.archs, args.check = 4, 0
     exp = load_experiment(args.experiment)
+    if args.quick:
+        import tempfile
+
+        args.archs, args.check = 4, 0
+        args.scratch_epochs = args.scratch_epochs or 3
+        exp = variant(exp, output_dir=tempfile.mkdtemp(prefix="ofa_vs_scratch_"), epochs=6)
     data = load_experiment_data(exp)
     phases = build_trainer(exp, data).strategy.phases()
     if args.threads:
@@ -117,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.scratch_epochs or sum(p.epochs for p in phases)
     print(f"# ofa_vs_scratch — {machine()}, {today()}")
     print(f"experiment {args.experiment}: PS phases " + ", ".join(f"{p.name} {p.epochs}" for p in phases)
-          + f" = {sum(p.epochs for p in phases)} epochs; from scratch: {epochs} epochs", flush=True)
+          + f" = {sum(p.epochs for p in phases)} epochs; augmentation {exp.config.data.augment.model_dump()}; "
+          f"from scratch: {epochs} epochs", flush=True)
     t0 = time.perf_counter()
     archs = spread_archs(exp.space, args.archs, exp.config.seed)
     scratch = []
@@ -127,25 +177,34 @@ def main(argv: list[str] | None = None) -> int:
             scratch.append(accuracy(static, data, "val", exp.space.resolution(arch)))
             print(f"  scratch {arch.id} {exp.space.macs(arch) / 1e6:.2f} MMACs: {scratch[-1] * 100:.2f}% "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    final = train_experiment(exp)  # reuses a finished run
-    net = build_supernet(exp.space)
-    load_weights(final, net, exp.space.hash())
-    calib = exp.config.data.calib_images
-    rows = []
-    for arch, sc_acc in zip(archs, scratch):
-        ps_acc, _ = evaluate_arch(net, arch, data, calib)
-        rows.append((arch, ps_acc, sc_acc))
-    print("| arch | r | MMACs | PS supernet (BN recal.) | from scratch | diff (pt) |")
-    print("|---|---|---|---|---|---|")
-    for arch, a, b in rows:
-        print(f"| {arch.id} | {exp.space.resolution(arch)} | {exp.space.macs(arch) / 1e6:.2f} | {a * 100:.2f} | "
-              f"{b * 100:.2f} | {(a - b) * 100:+.2f} |")
-    if rows:
-        diff = statistics.mean((a - b) * 100 for _, a, b in rows)
-        print(f"mean difference {diff:+.2f} pt (goal ≥ −0.5 pt: {'met' if diff >= -0.5 else 'missed'})")
+    calib = calibration_batches(data, exp.config.data.calib_images, exp.config.seed)
+    print(f"BN recalibration: {sum(len(x) for x in calib)} random training images (seed {exp.config.seed})")
+    supernets = {"PS (OFA recipe)": trained_supernet(exp)}
+    if not args.no_min_subnet and not args.check_only:
+        supernets["PS + expand_min_subnet"] = trained_supernet(variant(exp, "_minsub",
+                                                                       options={"expand_min_subnet": True}))
+    if scratch:
+        default = supernets["PS (OFA recipe)"]
+        acc = {k: [ps_accuracy(n, exp, data, a, calib, "ofa") for a in archs] for k, n in supernets.items()}
+        cumulative = [ps_accuracy(default, exp, data, a, calib, "cumulative") for a in archs]
+        names = list(acc)
+        print("| arch | r | MMACs | " + " | ".join(names) + " | from scratch | "
+              + " | ".join(f"diff {k} (pt)" for k in names) + " |")
+        print("|---" * (4 + 2 * len(names)) + "|")
+        for i, arch in enumerate(archs):
+            print(f"| {arch.id} | {exp.space.resolution(arch)} | {exp.space.macs(arch) / 1e6:.2f} | "
+                  + " | ".join(f"{acc[k][i] * 100:.2f}" for k in names) + f" | {scratch[i] * 100:.2f} | "
+                  + " | ".join(f"{(acc[k][i] - scratch[i]) * 100:+.2f}" for k in names) + " |")
+        for k in names:
+            diff = statistics.mean((a - b) * 100 for a, b in zip(acc[k], scratch))
+            print(f"{k}: mean difference {diff:+.2f} pt (goal ≥ −0.5 pt: {'met' if diff >= -0.5 else 'missed'})")
+        print(f"BN recalibration of the default supernet's subnets: OFA's set_running_statistics mean "
+              f"{statistics.mean(acc[names[0]]) * 100:.2f}%, cumulative average mean "
+              f"{statistics.mean(cumulative) * 100:.2f}%")
     if args.check:
         rng = np.random.default_rng(12345)
-        accs = [evaluate_arch(net, exp.space.sample(rng), data, calib)[0] * 100 for _ in range(args.check)]
+        net = supernets["PS (OFA recipe)"]
+        accs = [ps_accuracy(net, exp, data, exp.space.sample(rng), calib, "ofa") * 100 for _ in range(args.check)]
         print(f"{args.check} random subnets after BN recalibration: min {min(accs):.2f}%, "
               f"mean {statistics.mean(accs):.2f}%, max {max(accs):.2f}%")
     return 0

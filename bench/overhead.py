@@ -9,7 +9,18 @@ the median of the per-pair ratios A/B (the machine is shared and noisy; medians 
 interleaved pairs cancel most of the drift). Anchor (OFA's own code, same kind of
 machine): max 1.00–1.01, mid 1.03, min 1.07–1.08. Goal: ≤ 1.01 / 1.02 / 1.04.
 
-``python -m bench.overhead [--quick] [--sizes 32,64] [--steps N] [--threads 2]``
+Second table, "nasplat step ÷ OFA step" (DESIGN §9, goal ≤ 0.90): the official
+``OFAMobileNetV3`` (the ``ofa`` package, setup.cfg's test extra) and nasplat's supernet
+of ``search_spaces/ofa_mbv3.yaml`` with the same weights (converted), the same subnet
+active in each (max / mid / min), the same batch of 64 at 32×32 and 64×64, the same
+train step; four variants timed round-robin in one process (order alternating):
+OFA as its code trains (NCHW), nasplat as progressive shrinking trains (channels_last,
+its default), and both in the other memory format. Ratios are medians of the per-round
+ratios: "as trained" = nasplat channels_last ÷ OFA NCHW (the goal's figure), and the
+two like-for-like ratios (both NCHW, both channels_last) beside it. Anchor 1.00 = the
+official code (a definition, not a measurement).
+
+``python -m bench.overhead [--quick] [--sizes 32,64] [--steps N] [--ofa-steps N] [--threads 2] [--no-ofa]``
 """
 from __future__ import annotations
 
@@ -69,6 +80,93 @@ def measure(space, arch, size: int, steps: int, warmup: int, batch: int = 64, ch
     return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
 
 
+OFA_GOAL = 0.90
+
+
+def ofa_models(space):
+    """The official OFAMobileNetV3 (random weights) and nasplat's supernet of ``space``
+    holding the same weights, or ``None`` with the reason when ``ofa`` is missing."""
+    try:
+        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+    except ImportError:
+        return None
+    from nasplat.supernet import build_supernet
+    from nasplat.supernet.ofa_convert import ofa_to_nasplat
+
+    torch.manual_seed(0)
+    c = space.config
+    ofa = OFAMobileNetV3(n_classes=c.num_classes, ks_list=list(c.stages[0].kernels),
+                         expand_ratio_list=list(c.stages[0].expands), depth_list=list(c.stages[0].depths))
+    net = build_supernet(space)
+    net.load_state_dict(ofa_to_nasplat(ofa.state_dict(), space))
+    return ofa, net
+
+
+def measure_vs_ofa(space, ofa, net, arch, size: int, steps: int, warmup: int, batch: int = 64,
+                   clock=time.perf_counter) -> dict[str, float]:
+    """Median step times of OFA / nasplat in NCHW and channels_last, and the ratios."""
+    import copy
+
+    from nasplat.supernet.ofa_convert import ofa_subnet_setting
+
+    cl = torch.channels_last
+    variants = {"ofa": copy.deepcopy(ofa), "nasplat": copy.deepcopy(net)}
+    variants["ofa_cl"] = copy.deepcopy(variants["ofa"]).to(memory_format=cl)
+    variants["nasplat_cl"] = copy.deepcopy(variants["nasplat"]).to(memory_format=cl)
+    for name, m in variants.items():
+        if name.startswith("ofa"):
+            m.set_active_subnet(**ofa_subnet_setting(arch, space))
+        else:
+            m.set_active(arch)
+        m.train()
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9, nesterov=True) for k, m in variants.items()}
+    x = torch.randn(batch, space.config.input_channels, size, size)
+    xs = {k: (x.contiguous(memory_format=cl) if k.endswith("_cl") else x) for k in variants}
+    y = torch.randint(0, space.config.num_classes, (batch,))
+    names = list(variants)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(warmup + steps):
+        for k in (names if i % 2 == 0 else names[::-1]):
+            t0 = clock()
+            _step(variants[k], opts[k], xs[k], y)
+            if i >= warmup:
+                times[k].append(clock() - t0)
+    ratio = lambda a, b: statistics.median(p / q for p, q in zip(times[a], times[b]))  # noqa: E731
+    return {**{k: statistics.median(v) for k, v in times.items()},
+            "as_trained": ratio("nasplat_cl", "ofa"), "nchw": ratio("nasplat", "ofa"),
+            "cl": ratio("nasplat_cl", "ofa_cl")}
+
+
+def ofa_table(args, clock) -> bool:
+    from nasplat.experiment import SHIPPED_SPACES
+    from nasplat.space import load_space
+
+    space = load_space(SHIPPED_SPACES / "ofa_mbv3.yaml")
+    models = ofa_models(space)
+    if models is None:
+        print("\nOFA column skipped: the official `ofa` package is not installed "
+              "(pip install 'ofa==0.1.0.post202307202001', or the test extra: pip install -e '.[test]')")
+        return False
+    steps = args.ofa_steps or (4 if args.quick else 20)
+    print(f"\nnasplat step ÷ OFA step — space ofa_mbv3 (OFA's w1.0, 1000 classes), batch 64, {steps} rounds "
+          f"of 4 interleaved steps per row, {args.threads} thread(s), {args.clock} clock; anchor 1.00 = the "
+          f"official code (by definition); goal ≤ {OFA_GOAL}")
+    print("| input | subnet | OFA NCHW ms | nasplat channels_last ms | as trained (nasplat cl ÷ OFA) | "
+          "both NCHW | both channels_last | goal |")
+    print("|---|---|---|---|---|---|---|---|")
+    met = True
+    for size in [int(s) for s in args.sizes.split(",")]:
+        for name, arch in {"max": space.max_arch(), "mid": mid_arch(space), "min": space.min_arch()}.items():
+            r = measure_vs_ofa(space, *models, arch, size, steps, 1, clock=clock)
+            ok = r["as_trained"] <= OFA_GOAL
+            met &= ok
+            print(f"| {size}×{size} | {name} | {r['ofa'] * 1e3:.1f} | {r['nasplat_cl'] * 1e3:.1f} | "
+                  f"{r['as_trained']:.3f} | {r['nchw']:.3f} | {r['cl']:.3f} | "
+                  f"≤ {OFA_GOAL} {'met' if ok else 'missed'} |", flush=True)
+    print(f"OFA-column goal {'met' if met else 'not met'} (as trained)")
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.overhead", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps (a few minutes on 2 cores)")
@@ -77,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--space", default="ofa_mbv3_small")
+    ap.add_argument("--ofa-steps", type=int, default=None, help="rounds per row of the OFA table (default 20)")
+    ap.add_argument("--no-ofa", action="store_true", help="skip the nasplat ÷ OFA table")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: process CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args(argv)
@@ -103,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {size}×{size} | {name} | {macs:.1f} | {a * 1e3:.1f} | {b * 1e3:.1f} | {r:.3f} | "
                   f"≤ {GOALS[name]} {'met' if ok else 'missed'} | {ANCHOR[name]} |", flush=True)
     print(f"goals {'met' if met else 'not all met'}")
+    if not args.no_ofa:
+        ofa_table(args, time.perf_counter if args.clock == "wall" else time.process_time)
     return 0
 
 

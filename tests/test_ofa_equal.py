@@ -41,7 +41,8 @@ from nasplat.errors import UserError  # noqa: E402
 from nasplat.paths import SHIPPED_SPACES  # noqa: E402
 from nasplat.space import load_space  # noqa: E402
 from nasplat.supernet import build_supernet  # noqa: E402
-from nasplat.supernet.ofa_convert import load_any_weights, ofa_to_nasplat, read_ofa_state  # noqa: E402
+from nasplat.supernet.ofa_convert import (load_any_weights, ofa_subnet_setting, ofa_to_nasplat,  # noqa: E402
+                                          read_ofa_state)
 
 N_SUBNETS = 50
 TOL = 1e-4  # x the largest |logit|
@@ -77,12 +78,8 @@ def randomise(net: nn.Module, seed: int) -> nn.Module:
     return net.eval()
 
 
-def ofa_setting(arch, n_stages: int = 5, depth: int = 4) -> dict[str, list[int]]:
-    """A nasplat arch as OFA's set_active_subnet arguments (blocks past a stage's depth
-    are inactive; any value does)."""
-    return {"ks": [int(arch.get(f"k{i}_{j}", 3)) for i in range(n_stages) for j in range(depth)],
-            "e": [int(float(arch.get(f"e{i}_{j}", 3))) for i in range(n_stages) for j in range(depth)],
-            "d": [int(arch[f"d{i}"]) for i in range(n_stages)]}
+def ofa_setting(arch) -> dict[str, list[int]]:  # w1.0 and w1.2 share the layout
+    return ofa_subnet_setting(arch, load_space(SHIPPED_SPACES / "ofa_mbv3.yaml"))
 
 
 def official_subnet(ofa: nn.Module, arch) -> nn.Module:

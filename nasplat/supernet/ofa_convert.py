@@ -48,8 +48,8 @@ from ..errors import UserError
 from ..space import MBV3Space, SearchSpace
 from ._base import Supernet, build_supernet
 
-__all__ = ["convert_ofa_checkpoint", "load_any_weights", "load_weights_into", "nasplat_to_ofa", "ofa_to_nasplat",
-           "read_ofa_state", "save_ofa"]
+__all__ = ["convert_ofa_checkpoint", "load_any_weights", "load_weights_into", "nasplat_to_ofa", "ofa_subnet_setting",
+           "ofa_to_nasplat", "read_ofa_state", "save_ofa"]
 
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 # tensors an OFA checkpoint may lack (OFA's loader keeps the network's own values too)
@@ -201,6 +201,22 @@ def nasplat_to_ofa(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
             raise UserError(f"tensor {k!r} has no place in an OFA MobileNetV3")
         out[inverse[k]] = v.detach().cpu().contiguous()
     return out
+
+
+def ofa_subnet_setting(arch: Mapping[str, Any], space: SearchSpace) -> dict[str, list[int]]:
+    """``arch`` as the arguments of OFA's ``set_active_subnet(ks=, e=, d=)`` (one kernel
+    and expand ratio per block, stage-major at the largest depths; a block past its
+    stage's depth is inactive and gets the smallest choice)."""
+    c = space.config
+    blocks = [(i, j, s) for i, s in enumerate(c.stages) for j in range(max(s.depths))]
+    return {"ks": [int(arch.get(f"k{i}_{j}", min(s.kernels))) for i, j, s in blocks],
+            "e": [_number(arch.get(f"e{i}_{j}", min(s.expands))) for i, j, s in blocks],
+            "d": [int(arch[f"d{i}"]) for i in range(len(c.stages))]}
+
+
+def _number(v: Any) -> int | float:
+    f = float(v)
+    return int(f) if f.is_integer() else f
 
 
 def save_ofa(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
