@@ -208,3 +208,29 @@ def test_ofa_parameter_groups_and_min_subnet_option(tmp_path):
     assert opt.step_archs(info, 10)[-1] == opt.ctx.space.arch({**opt.ctx.space.min_arch(), "r": 10})
     opt.begin_phase(1, phases[1])
     assert len(opt.step_archs(StepInfo(1, 0, 1, 0), 10)) == 1  # only in the expand phases
+
+
+def test_weights_option_reaches_every_stage(tmp_path):
+    """``--weights CKPT`` for profile, search and export: each stage's loader returns the
+    checkpoint's weights, not the run's (which does not exist here)."""
+    from _ps_helpers import write_ps_exp
+    from nasplat.checkpoint import save_weights
+    from nasplat.cli import build_parser
+    from nasplat.experiment import load_experiment
+    from nasplat.export.stage import load_trained_supernet
+    from nasplat.hw.stage import load_profiling_supernet
+    from nasplat.search.stage import load_supernet_weights
+
+    exp = load_experiment(write_ps_exp(tmp_path))
+    torch.manual_seed(4)
+    net = build_supernet(exp.space)
+    ckpt = tmp_path / "w.safetensors"
+    save_weights(ckpt, net, {"space_hash": exp.space.hash()})
+    want = net.state_dict()
+    for got in (load_trained_supernet(exp, ckpt).state_dict(), load_profiling_supernet(exp, ckpt).state_dict(),
+                {k: torch.from_numpy(np.array(v)) for k, v in load_supernet_weights(exp, ckpt).items()}):
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    parser = build_parser()
+    for argv in (["profile", "E", "--weights", "W"], ["search", "E", "--weights", "W"],
+                 ["export", "E", "--weights", "W", "--no-recalibrate"]):
+        assert parser.parse_args(argv).weights == "W"

@@ -48,6 +48,8 @@ Deviations from OFA, with reasons:
 - OFA ships no teacher-training recipe (it downloads a pretrained full net); the
   teacher phase here trains the full network with label-smoothed CE at elastic
   resolution so the whole method is one command (``options.teacher`` follows OFA).
+- Warm-up rises from 0; OFA's rises from its per-GPU base lr to the lr scaled by the
+  GPU count (lr/32 -> lr with its 32 GPUs), nearly the same at its scale.
 - Options off by default: ``se_bands`` sorts the SE hidden channels within bands too
   (keeps every trained width's function, see :mod:`nasplat.supernet.sorting`);
   ``expand_min_subnet`` also trains the phase's smallest subnet every step of the
@@ -142,6 +144,13 @@ class ProgressiveShrinking(Strategy):
         self._phases = self._build_phases()
         self._current: Phase | None = None
         self._allowed: dict[str, tuple] = {}
+
+    @classmethod
+    def train_defaults(cls, options: BaseModel, space: Any) -> dict[str, Any]:
+        """OFA's optimiser settings (``train_ofa_net.py``) for the ``train:`` fields the
+        experiment leaves unset."""
+        return {"momentum": 0.9, "nesterov": True, "weight_decay": 3e-5, "label_smoothing": 0.1,
+                "grad_clip": None}
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
