@@ -22,8 +22,12 @@ and augmentation. ``--check N`` also scores N random subnets of the default supe
 
 ``python -m bench.ofa_vs_scratch [--experiment examples/digits_ofa_ps.yaml] [--archs 8]
 [--check 20] [--no-min-subnet] [--quick]``; any ``cifar10`` / ``folder`` experiment
-works the same way (its data path is resolved as in training). ``--quick`` trains
-short schedules (6 PS epochs, 3 from scratch, 4 subnets) into a temporary folder.
+works the same way (its data path is resolved as in training). ``--recal-check N``
+(default 40) scores N random subnets of the default supernet under both BN
+recalibrations, at ``data.calib_images`` images in batches of 200 (OFA's) and at 200
+images in batches of 50 (a cheap search budget). ``--quick`` trains short schedules
+(6 PS epochs, 3 from scratch, 4 subnets) into a temporary folder: it checks that the
+bench runs; its accuracies mean nothing (one epoch per PS phase).
 """
 from __future__ import annotations
 
@@ -122,6 +126,24 @@ def ps_accuracy(net, exp, data, arch, calib, mode: str) -> float:
     return accuracy(static, data, "val", r)
 
 
+def recal_compare(net, exp, data, n: int) -> None:
+    """``n`` random subnets under both BN recalibrations, at OFA's budget and a cheap one."""
+    from nasplat.supernet.bn import calibration_batches
+
+    for n_img, bs in ((exp.config.data.calib_images, 200), (200, 50)):
+        cal = calibration_batches(data, n_img, exp.config.seed, bs)
+        rng = np.random.default_rng(99)
+        pairs = []
+        for _ in range(n):
+            a = exp.space.sample(rng)
+            pairs.append((ps_accuracy(net, exp, data, a, cal, "ofa"), ps_accuracy(net, exp, data, a, cal, "cumulative")))
+        d = [o - c for o, c in pairs]
+        print(f"BN recalibration, {n} random subnets, {sum(len(x) for x in cal)} images in batches of {bs}: "
+              f"OFA's mean {statistics.mean(o for o, _ in pairs) * 100:.2f}%, cumulative "
+              f"{statistics.mean(c for _, c in pairs) * 100:.2f}% (OFA's better on {sum(x > 0 for x in d)}, "
+              f"worse on {sum(x < 0 for x in d)}, tied on {sum(x == 0 for x in d)})", flush=True)
+
+
 def trained_supernet(exp):
     from nasplat.supernet import build_supernet
     from nasplat.train.run import train_experiment
@@ -139,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", type=int, default=20, help="also score N random subnets (0: skip)")
     ap.add_argument("--scratch-epochs", type=int, default=None, help="default: the PS schedule's total")
     ap.add_argument("--no-min-subnet", action="store_true", help="skip the expand_min_subnet supernet")
+    ap.add_argument("--recal-check", type=int, default=40,
+                    help="N random subnets scored under both BN recalibrations at two budgets (0: skip)")
     ap.add_argument("--quick", action="store_true",
                     help="short schedules in a temporary folder, 4 subnets, no random check (checks the bench runs)")
     ap.add_argument("--threads", type=int, default=None)
@@ -156,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         import tempfile
 
-        args.archs, args.check = 4, 0
+        args.archs, args.check, args.recal_check = 4, 0, 0
         args.scratch_epochs = args.scratch_epochs or 3
         exp = variant(exp, output_dir=tempfile.mkdtemp(prefix="ofa_vs_scratch_"), epochs=6)
     data = load_experiment_data(exp)
@@ -201,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BN recalibration of the default supernet's subnets: OFA's set_running_statistics mean "
               f"{statistics.mean(acc[names[0]]) * 100:.2f}%, cumulative average mean "
               f"{statistics.mean(cumulative) * 100:.2f}%")
+    if args.recal_check and not args.check_only:
+        recal_compare(supernets["PS (OFA recipe)"], exp, data, args.recal_check)
     if args.check:
         rng = np.random.default_rng(12345)
         net = supernets["PS (OFA recipe)"]
