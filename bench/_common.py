@@ -24,3 +24,26 @@ def machine() -> str:
 
 def today() -> str:
     return _dt.date.today().isoformat()
+
+
+def trained_experiment(path, quick: bool = False, quick_epochs: int = 2):
+    """The experiment at ``path`` with its supernet trained (``nasplat train`` first when
+    the run has none). ``quick``: a short training in its own run folder
+    (``<name>_quick``), enough to check a bench's path, not to quote its figures."""
+    import sys
+
+    from nasplat.experiment import load_experiment
+    from nasplat.paths import supernet_checkpoint
+
+    exp = load_experiment(path)
+    if quick and not supernet_checkpoint(exp.run_dir).exists():
+        cfg = exp.config
+        exp.config = cfg.model_copy(update={"name": cfg.name + "_quick",
+                                            "train": cfg.train.model_copy(update={"epochs": quick_epochs})})
+    if not supernet_checkpoint(exp.run_dir).exists():
+        from nasplat.train.run import train_experiment
+
+        print(f"training {exp.config.name} ({exp.config.train.epochs} epochs) first -> {exp.run_dir}",
+              file=sys.stderr, flush=True)
+        train_experiment(exp)
+    return exp

@@ -1,20 +1,33 @@
-"""eval_cost: seconds to evaluate one subnet through the supernet (extract + BN
-recalibration + validation) and the rank fidelity of the fast path.
+"""eval_cost: the cost of evaluating one subnet through the supernet, like with like
+with OFA's own code, and the rank fidelity of the cheaper paths.
 
-Reference (OFA's protocol): BN statistics recalibrated on 2000 training images in
-batches of 200. Digits has ~1440 training images, so the 2000 are drawn with
-replacement from the training split with random +-1 px shifts (OFA also recalibrates
-on augmented training images). Fast path (what ``nasplat search`` uses): the first
-``--calib`` calibration images in batches of ``--batch``. Both validate on the whole
-validation split. Fidelity: Kendall tau between the two paths' accuracies over
-``--archs`` subnets stratified over MACs. Timings alternate reference and fast path per
-subnet in one process (medians).
+Part 1, cost. The OFA structure (``search_spaces/ofa_mbv3.yaml``, equal to the ``ofa``
+package's ``OFAMobileNetV3`` w1.0, as tests/test_ofa_equal.py proves) at 32x32, random
+weights (time does not depend on them), the min / mid / max arch, in one process with
+the same torch threads, alternating:
 
-OFA anchor on this kind of machine (32x32): extract 28 ms; recalibration over 2000
-images 0.65 s (min subnet) / 1.8 s (mid) / 5.9 s (max). Goal: <= half per subnet at
-tau >= 0.95.
+- OFA: ``set_active_subnet`` + ``get_active_subnet(preserve_weight=True)`` (extract),
+  ``set_running_statistics`` over 2000 images in batches of 200 (OFA's protocol);
+- nasplat reference: ``extract`` + ``recalibrate_bn`` (OFA's mode) over the same 2000
+  images in batches of 200 (what OFA does);
+- nasplat fast paths: the first N of those images (``--calib``) in one batch, NCHW or
+  channels_last.
 
-    python -m bench.eval_cost [--quick] [--exp bench/eval_cost_small.yaml]
+Validation is timed on its own (``--val-images`` images, batch 500): torch eager NCHW,
+channels_last, and ONNX Runtime (export + session + run). The images of part 1 are
+Gaussian noise: BN statistics and forward cost do not depend on the pixels.
+
+Part 2, fidelity, on a trained supernet: the demo's (``examples/digits_ofa.yaml``,
+``runs/digits_ofa``; trained first when missing). ``--archs`` subnets stratified over
+MACs are evaluated by the reference (OFA's protocol: 2000 random training images with
+the experiment's seed, capped at the training split, batch 200) and by each fast path;
+Kendall tau between their accuracies.
+
+Goal (issue 13 / DESIGN §9): a fast path whose extract + recalibration costs <= 1/2 of
+OFA's at Kendall tau >= 0.95. The issue quotes OFA at 0.65 / 1.8 / 5.9 s (min / mid /
+max, 32x32); this bench measures OFA's code on this machine in the same process instead.
+
+    python -m bench.eval_cost [--quick] [--threads 1] [--calib 250,500]
 """
 from __future__ import annotations
 
@@ -27,108 +40,168 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import machine, today  # noqa: E402
+from bench._common import machine, today, trained_experiment  # noqa: E402
 
-OFA = {"min": 0.028 + 0.65, "mid": 0.028 + 1.8, "max": 0.028 + 5.9}
+HERE = Path(__file__).resolve().parent
+DEMO = HERE.parent / "examples" / "digits_ofa.yaml"
+RES = 32
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="eval_cost")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--exp", default=str(Path(__file__).resolve().parent / "eval_cost_small.yaml"))
-    ap.add_argument("--archs", type=int, default=None)
-    ap.add_argument("--calib", default="250,500", help="fast-path calibration sizes to try")
-    ap.add_argument("--batch", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    n_archs = args.archs or (30 if args.quick else 50)
+def ofa_setting(arch, n_stages: int = 5, depth: int = 4) -> dict[str, list[int]]:
+    """A nasplat arch of ofa_mbv3 as OFA's ``set_active_subnet`` arguments."""
+    return {"ks": [int(arch.get(f"k{i}_{j}", 3)) for i in range(n_stages) for j in range(depth)],
+            "e": [int(float(arch.get(f"e{i}_{j}", 3))) for i in range(n_stages) for j in range(depth)],
+            "d": [int(arch[f"d{i}"]) for i in range(n_stages)]}
 
+
+def cost_part(args: argparse.Namespace, sizes: list[int]) -> list[dict]:
+    import torch
+    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+    from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
+
+    from nasplat.space import load_space
+    from nasplat.supernet import build_supernet, recalibrate_bn
+    from nasplat.supernet.evaluate import batch_accuracy, ort_accuracy
+
+    space = load_space(HERE.parent / "search_spaces" / "ofa_mbv3.yaml")
+    torch.manual_seed(0)
+    ours = build_supernet(space).eval()
+    ofa = OFAMobileNetV3(n_classes=1000, dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7],
+                         expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4]).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(2000, 3, RES, RES, generator=g)
+    ref = list(images.split(200))
+    fast = {n: [images[:n]] for n in sizes}
+    fast_cl = {n: [b.contiguous(memory_format=torch.channels_last) for b in fast[n]] for n in sizes}
+    val = [(x, torch.zeros(len(x), dtype=torch.long)) for x in torch.randn(args.val_images, 3, RES, RES,
+                                                                           generator=g).split(500)]
+    archs = {"min": space.min_arch(), "max": space.max_arch()}
+    rng = np.random.default_rng(7)
+    sample = sorted((space.sample(rng) for _ in range(101)), key=space.macs)
+    archs = {"min": archs["min"], "mid": sample[50], "max": archs["max"]}
+
+    def ofa_path(arch):
+        t0 = time.perf_counter()
+        ofa.set_active_subnet(**ofa_setting(arch))
+        sub = ofa.get_active_subnet(preserve_weight=True)
+        t1 = time.perf_counter()
+        set_running_statistics(sub, [(x, None) for x in ref])
+        return t1 - t0, time.perf_counter() - t1
+
+    def our_path(arch, batches, channels_last=False):
+        t0 = time.perf_counter()
+        static = ours.extract(arch)
+        if channels_last:
+            static = static.to(memory_format=torch.channels_last)
+        t1 = time.perf_counter()
+        recalibrate_bn(static, batches, RES)
+        return t1 - t0, time.perf_counter() - t1, static.eval()
+
+    rows = []
+    for name, arch in archs.items():
+        t: dict[str, list] = {}
+        for _ in range(args.reps):  # alternate every path within a repetition
+            t.setdefault("OFA (ofa package), 2000 imgs / bs 200", []).append(ofa_path(arch))
+            e, r, static = our_path(arch, ref)
+            t.setdefault("nasplat reference, 2000 imgs / bs 200", []).append((e, r))
+            for n in sizes:
+                t.setdefault(f"nasplat fast, {n} imgs / bs {n}", []).append(our_path(arch, fast[n])[:2])
+                t.setdefault(f"nasplat fast, {n} imgs / bs {n}, channels_last", []).append(
+                    our_path(arch, fast_cl[n], True)[:2])
+            for label, fn in (("torch eager", lambda: batch_accuracy(static, val, RES)),
+                              ("torch channels_last", lambda: batch_accuracy(
+                                  static.to(memory_format=torch.channels_last), val, RES, True)),
+                              ("onnxruntime (export + session + run)",
+                               lambda: ort_accuracy(static.to(memory_format=torch.contiguous_format), val, RES,
+                                                    torch.get_num_threads()))):
+                t0 = time.perf_counter()
+                fn()
+                t.setdefault(f"val: {label}", []).append((time.perf_counter() - t0,))
+        ofa_total = float(np.median([sum(x) for x in t["OFA (ofa package), 2000 imgs / bs 200"]]))
+        for path, v in t.items():
+            med = np.median(np.array(v), axis=0)
+            rows.append({"subnet": name, "mmacs": space.macs(arch) * (RES / space.resolution(arch)) ** 2 / 1e6,
+                         "path": path, "times": med, "ofa": ofa_total})
+    return rows
+
+
+def fidelity_part(args: argparse.Namespace, sizes: list[int]) -> tuple[dict, str]:
     import torch
     from scipy.stats import kendalltau
 
-    torch.set_num_threads(args.threads)
-    from nasplat.experiment import load_experiment
-    from nasplat.hw.stage import stratified_archs
-    from nasplat.search.stage import load_supernet_weights
-    from nasplat.supernet import build_supernet, recalibrate_bn, resize
     from nasplat.data import load_experiment_data
+    from nasplat.hw.stage import stratified_archs
+    from nasplat.paths import supernet_checkpoint
+    from nasplat.supernet import build_supernet
+    from nasplat.supernet.evaluate import SubnetEvaluator
 
-    exp = load_experiment(args.exp)
-    space = exp.space
-    net = build_supernet(space)
-    from nasplat.errors import UserError
-
-    try:
-        net.load_state_dict({k: torch.from_numpy(v) for k, v in load_supernet_weights(exp).items()})
-        trained = True
-    except UserError:  # timings do not depend on the weights; fidelity does
-        torch.manual_seed(0)
-        trained = False
-    net.eval()
+    exp = trained_experiment(args.fidelity_exp, args.quick)
+    ckpt = supernet_checkpoint(exp.run_dir)
+    torch.manual_seed(0)
+    net = build_supernet(exp.space, checkpoint=ckpt).eval()
     data = load_experiment_data(exp)
-    tx = data.train.x  # type: ignore[attr-defined]
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(tx), 2000)
-    ref_imgs = tx[torch.from_numpy(idx)].clone()
-    for i, (dx, dy) in enumerate(rng.integers(-1, 2, size=(2000, 2))):
-        ref_imgs[i] = torch.roll(ref_imgs[i], shifts=(int(dy), int(dx)), dims=(-2, -1))
-    ref_batches = list(ref_imgs.split(200))
-    sizes = [int(s) for s in args.calib.split(",")]
-    fast_batches = {n: data.calib_batches(args.batch, n) for n in sizes}
-    val = [(x, y) for x, y, _ in data.batches("val", 500)]
-
-    def evaluate(arch, batches):
-        t0 = time.perf_counter()
-        static = net.extract(arch)
-        t1 = time.perf_counter()
-        r = space.resolution(arch)
-        recalibrate_bn(static, batches, r)
-        t2 = time.perf_counter()
-        static.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for x, y in val:
-                correct += int((static(resize(x, r)).argmax(1) == y).sum())
-                total += len(y)
-        t3 = time.perf_counter()
-        return correct / total, (t1 - t0, t2 - t1, t3 - t2)
-
-    archs = stratified_archs(space, n_archs, seed=7)
-    acc = {"ref": [], **{n: [] for n in sizes}}
-    for a in archs:
-        acc["ref"].append(evaluate(a, ref_batches)[0])
-        for n in sizes:
-            acc[n].append(evaluate(a, fast_batches[n])[0])
-    lo, hi = space.min_arch(), space.max_arch()
-    mid = sorted(archs, key=space.macs)[len(archs) // 2]
-    reps = 3 if args.quick else 5
-    timing = {}
-    for name, a in (("min", lo), ("mid", mid), ("max", hi)):
-        t = {"ref": [], **{n: [] for n in sizes}}
-        for _ in range(reps):  # alternate the paths
-            t["ref"].append(evaluate(a, ref_batches)[1])
-            for n in sizes:
-                t[n].append(evaluate(a, fast_batches[n])[1])
-        timing[name] = {k: np.median(np.array(v), axis=0) for k, v in t.items()}
-    print(f"# eval_cost  {today()}  {machine()}")
-    print(f"space {space.config.name} at {data.resolution}x{data.resolution}, {len(archs)} subnets stratified over MACs, "
-          f"validation {sum(len(y) for _, y in val)} images; weights: "
-          f"{str(exp.run_dir) + '/supernet' if trained else 'UNTRAINED (timings only; tau not meaningful)'}")
-    print("\n| subnet | MMACs | path | extract s | recal s | val s | total s | OFA extract+recal s | ÷ OFA |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, a in (("min", lo), ("mid", mid), ("max", hi)):
-        for k, v in timing[name].items():
-            label = "reference 2000 imgs / bs 200" if k == "ref" else f"fast {k} imgs / bs {args.batch}"
-            tot = float(v.sum())
-            print(f"| {name} | {space.macs(a) / 1e6:.1f} | {label} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | "
-                  f"{tot:.3f} | {OFA[name]:.3f} | {tot / OFA[name]:.2f} |")
-    print("\n| fast path | Kendall tau vs reference | max abs acc diff (pt) |")
-    print("|---|---|---|")
+    archs = stratified_archs(exp.space, args.archs, seed=7)
+    paths = {"reference": SubnetEvaluator(net, data, calib_images=None, calib_batch=200, seed=exp.config.seed)}
     for n in sizes:
-        tau = kendalltau(acc["ref"], acc[n]).statistic
-        diff = 100 * np.max(np.abs(np.array(acc["ref"]) - np.array(acc[n])))
-        print(f"| {n} imgs / bs {args.batch} | {tau:.3f} | {diff:.2f} |")
-    print(f"\naccuracy range (reference): {min(acc['ref']):.3f}..{max(acc['ref']):.3f}")
+        paths[f"{n} imgs / bs {n}"] = SubnetEvaluator(net, data, calib_images=n, calib_batch=n, seed=exp.config.seed)
+        paths[f"{n} imgs / bs {n}, channels_last"] = SubnetEvaluator(
+            net, data, calib_images=n, calib_batch=n, seed=exp.config.seed, channels_last=True)
+    acc = {k: [ev.evaluate(a).accuracy for a in archs] for k, ev in paths.items()}
+    out = {}
+    for k in paths:
+        if k != "reference":
+            out[k] = (float(kendalltau(acc["reference"], acc[k]).statistic),
+                      float(100 * np.max(np.abs(np.array(acc["reference"]) - np.array(acc[k])))))
+    n_ref = sum(len(x) for x in paths["reference"].calib)
+    note = (f"{exp.space.config.name} at {data.resolution}x{data.resolution}, weights {ckpt} "
+            f"({exp.config.train.epochs} epochs {exp.config.train.strategy}), {len(archs)} subnets stratified over "
+            f"MACs, reference {n_ref} images, accuracy {min(acc['reference']):.3f}..{max(acc['reference']):.3f}")
+    return out, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="eval_cost", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the search evaluators' default)")
+    ap.add_argument("--calib", default="250,500", help="fast-path calibration sizes")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--val-images", type=int, default=500)
+    ap.add_argument("--archs", type=int, default=None, help="subnets of the fidelity part")
+    ap.add_argument("--fidelity-exp", default=str(DEMO))
+    ap.add_argument("--skip-fidelity", action="store_true")
+    args = ap.parse_args(argv)
+    args.reps = args.reps or (2 if args.quick else 5)
+    args.archs = args.archs or (12 if args.quick else 50)
+    sizes = [int(s) for s in args.calib.split(",")]
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"# eval_cost  {today()}  {machine()}")
+    rows = cost_part(args, sizes)
+    print(f"\nPart 1, cost: ofa_mbv3 (= OFAMobileNetV3 w1.0) at {RES}x{RES}, random weights, "
+          f"medians of {args.reps} alternated repetitions; validation on {args.val_images} images, batch 500")
+    print("\n| subnet | MMACs | path | extract s | recal s | extract+recal s | ÷ OFA extract+recal |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["path"].startswith("val:"):
+            continue
+        e, c = r["times"]
+        print(f"| {r['subnet']} | {r['mmacs']:.1f} | {r['path']} | {e:.3f} | {c:.3f} | {e + c:.3f} | "
+              f"{(e + c) / r['ofa']:.2f} |")
+    print("\n| subnet | validation | s |")
+    print("|---|---|---|")
+    for r in rows:
+        if r["path"].startswith("val:"):
+            print(f"| {r['subnet']} | {r['path'][5:]} | {r['times'][0]:.3f} |")
+    if not args.skip_fidelity:
+        fid, note = fidelity_part(args, sizes)
+        print(f"\nPart 2, fidelity: {note}")
+        print("\n| fast path | Kendall tau vs reference | max abs acc diff (pt) |")
+        print("|---|---|---|")
+        for k, (tau, diff) in fid.items():
+            print(f"| {k} | {tau:.3f} | {diff:.2f} |")
+    print("\nAnchor: OFA's own code measured above (the issue quotes 0.65 / 1.8 / 5.9 s for min / mid / max at 32x32).")
     return 0
 
 

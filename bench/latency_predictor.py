@@ -69,6 +69,55 @@ def _noise(exp, profile, protocol, n_archs: int = 6, repeats: int = 5) -> dict:
     return out
 
 
+def throughput(space, pred, n: int = 10_000, repeats: int = 3) -> tuple[float, float]:
+    """Predictions per second for one batch of ``n`` archs: from Arch objects
+    (``predict``) and from encoded index rows (``predict_codes``, what the search's
+    inner loops call); the best of ``repeats``."""
+    rng = np.random.default_rng(7)
+    many = [space.sample(rng) for _ in range(n)]
+    codes = space.encode_batch(many)
+    pred.predict(many[:10])  # warm caches (lut tables, tree kernels)
+    best = [np.inf, np.inf]
+    for _ in range(repeats):
+        for k, fn in enumerate((lambda: pred.predict(many), lambda: pred.predict_codes(codes))):
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return n / best[0], n / best[1]
+
+
+def shipped_throughput(exp) -> int:
+    """Predictions/s of the shipped predictors of the experiment's space, and of a lut
+    fitted on the run's cached table and measurements when the run has them."""
+    from nasplat.hw.stage import experiment_profile, latency_target, measurements_path, read_measurements
+    from nasplat.paths import SHIPPED_PREDICTORS
+    from nasplat.predict import LUTPredictor, load_latency_predictor
+
+    print(f"latency_predictor --throughput: {exp.space.config.name}; machine: {machine()}; date {today()}")
+    print("\n| device | predictor | predictions/s from archs | from encoded archs |")
+    print("|---|---|---|---|")
+    for folder in sorted((SHIPPED_PREDICTORS / exp.space.config.name).iterdir()):
+        pred = load_latency_predictor(None, folder.name, exp.space)
+        pps, codes = throughput(exp.space, pred)
+        print(f"| {folder.name} | shipped {pred.kind} | {pps:,.0f} | {codes:,.0f} |", flush=True)
+        table = profile_dir_table(exp, folder.name)
+        rows = read_measurements(measurements_path(exp.run_dir, folder.name)) if table else []
+        if rows:
+            archs = [exp.space.arch(json.loads(r["arch"])) for r in rows]
+            lut = LUTPredictor(exp.space, table).fit(archs, latency_target(rows, "profile"))
+            pps, codes = throughput(exp.space, lut)
+            print(f"| {experiment_profile(exp, folder.name).name} | lut ({len(table)} units, this run) | "
+                  f"{pps:,.0f} | {codes:,.0f} |", flush=True)
+    return 0
+
+
+def profile_dir_table(exp, device: str) -> dict | None:
+    from nasplat.hw.stage import profile_dir
+
+    path = profile_dir(exp.run_dir, device) / "lut_units.json"
+    return json.loads(path.read_text())["table"] if path.is_file() else None
+
+
 def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float | None, ship: bool,
                skip_lut: bool, noise_archs: int = 6) -> dict:
     from nasplat.hw.stage import experiment_profile, measurements_path, read_measurements
@@ -109,18 +158,14 @@ def run_device(exp, device: str, samples: int, n_test: int, max_measure_s: float
         t1 = time.perf_counter()
         pred, tr, te, m = fit_and_evaluate(exp.space, kind, archs, y, tf, exp.config.seed, None, table)
         fit_s = time.perf_counter() - t1
-        rng = np.random.default_rng(7)
-        many = [exp.space.sample(rng) for _ in range(2000)]
-        t1 = time.perf_counter()
-        pred.predict(many)
-        pps = len(many) / (time.perf_counter() - t1)
+        pps, pps_codes = throughput(exp.space, pred)
         m.update({"n_train": len(tr), "fit_s": fit_s, "lut_build_s": build_s, "predictions_per_s": pps,
-                  "statistic": "median" if stat == "profile" else stat})
+                  "predictions_per_s_codes": pps_codes, "statistic": "median" if stat == "profile" else stat})
         label = f"{kind}/{m['statistic']}"
         result[label] = m
         fitted[label] = (pred, tr, y, stat)
         print(f"  {device} {label}: train {len(tr)}, held-out {format_metrics(m)}; fit {fit_s:.2f}s, "
-              f"{pps:,.0f} predictions/s", flush=True)
+              f"{pps:,.0f} predictions/s ({pps_codes:,.0f}/s from encoded archs)", flush=True)
     result["noise"] = _noise(exp, profile, protocol, noise_archs)
     # wall time of one measurement (export + session + warm-up + timed runs), from the run's own log
     stamps = sorted(r["measured_at"] for r in rows if r.get("measured_at"))
@@ -162,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lut-devices", default=None, help="comma list of devices that get a lut (default: all)")
     ap.add_argument("--noise-archs", type=int, default=6)
     ap.add_argument("--ship", action="store_true")
+    ap.add_argument("--throughput", action="store_true",
+                    help="only the predictions/s of the shipped predictors (and of a lut whose table the run holds)")
     args = ap.parse_args(argv)
+    if args.throughput:
+        return shipped_throughput(_experiment(False, args.exp))
     exp = _experiment(args.quick, args.exp)
     devices = (args.devices or ("local-cpu" if args.quick else "local-cpu,local-cpu-int8")).split(",")
     samples = args.samples or (60 if args.quick else 400)
@@ -173,14 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_device(exp, d, samples, n_test, args.max_measure_s, args.ship,
                           args.skip_lut or d not in lut_devices, args.noise_archs) for d in devices]
     print("\n| device | predictor / statistic | train / held-out | RMSE ms | RMSPE % | ±5 % | ±10 % | Spearman | Kendall | "
-          "predictions/s |")
+          "predictions/s (archs / encoded) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for k in [k for k in r if "/" in k]:  # the "<kind>/<statistic>" entries
             m = r[k]
             print(f"| {r['device']} | {k} | {m['n_train']} / {int(m['n'])} | {m['rmse']:.4f} | {m['rmspe']:.2f} | "
                   f"{m['within_5pct']:.1f} | {m['within_10pct']:.1f} | {m['spearman']:.4f} | {m['kendall']:.4f} | "
-                  f"{m['predictions_per_s']:,.0f} |")
+                  f"{m['predictions_per_s']:,.0f} / {m['predictions_per_s_codes']:,.0f} |")
     print("\n| device | statistic | repeats within ±10 % | within ±5 % | median CV % | max spread % | s per measurement |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

@@ -15,13 +15,13 @@ class LinasConfig(BaseModel):
     """LINAS (DyNAS-T) options: the predictor-driven inner NSGA-II."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    inner_evals: int = Field(2000, ge=10)  # predictor evaluations per generation
-    inner_population: int = Field(50, ge=4)
+    inner_evals: int = Field(10_000, ge=10)  # predictor evaluations of the inner NSGA-II per round
+    inner_population: int = Field(50, ge=4)  # its population (DyNAS-T: the outer population, 50)
 
 
 class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    searcher: str = "nsga2"
+    searcher: str = "nsga2"  # a name in SEARCHERS: nsga2, tpe, gp, random, pymoo_nsga2, linas
     objectives: list[str] = ["accuracy", "macs"]
     constraints: list[str] = []
     accuracy: Literal["supernet", "predictor"] = "supernet"  # how accuracy is obtained
@@ -34,8 +34,10 @@ class SearchConfig(BaseModel):
     calib_images: int | None = Field(None, ge=1)  # BN recalibration images (default: data.calib_images)
     calib_batch: int = Field(250, ge=1)
     val_images: int | None = Field(None, ge=1)  # validation images (default: the whole val split)
+    channels_last: bool = True  # evaluate subnets in NHWC layout (faster on CPU: bench eval_cost)
+    validation: Literal["torch", "onnxruntime"] = "torch"  # how the validation set is run
     max_restarts: int = Field(3, ge=0)  # evaluator actor restarts; its archs are re-evaluated
-    storage: str | None = None  # Optuna RDB URL (default: sqlite in runs/<name>/search/study.db)
+    storage: str | None = None  # RDB URL or journal file (default: runs/<name>/search/study.journal)
     seed: int | None = None  # default: the experiment's seed
     linas: LinasConfig = LinasConfig()
     options: dict[str, Any] = {}  # extra keyword arguments for the Optuna sampler

@@ -15,7 +15,6 @@ beyond its restarts is replaced by a fresh one; an arch that fails on more than
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,46 +29,35 @@ class SupernetEvaluator:
 
     def __init__(self, space: dict[str, Any], weights: dict[str, np.ndarray] | None, data: dict[str, Any],
                  base_dir: str | None, calib_images: int | None, calib_batch: int = 250,
-                 val_images: int | None = None, threads: int = 1):
+                 val_images: int | None = None, threads: int = 1, seed: int = 0, channels_last: bool = False,
+                 validation: str = "torch"):
         import torch
 
         from ..data import DataConfig, load_data
         from ..space import space_from_dict
         from ..supernet import build_supernet
+        from ..supernet.evaluate import SubnetEvaluator
 
         torch.set_num_threads(max(1, int(threads)))
         self.space = space_from_dict(space)
-        self.net = build_supernet(self.space)
+        net = build_supernet(self.space)
         if weights is not None:
             state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
-            self.net.load_state_dict(state)
-        self.net.eval()
+            net.load_state_dict(state)
         bundle = load_data(DataConfig(**data), self.space.config.input_channels,
                            Path(base_dir) if base_dir else None)
-        self.calib = bundle.calib_batches(calib_batch, calib_images)
-        n_val = len(bundle.val) if val_images is None else min(val_images, len(bundle.val))
-        self.val = [(x, y) for x, y, _ in bundle.batches("val", 500, np.arange(n_val))]
+        self.evaluator = SubnetEvaluator(net, bundle, calib_images=calib_images, calib_batch=calib_batch, seed=seed,
+                                         val_images=val_images, channels_last=channels_last,
+                                         validation=validation, threads=max(1, int(threads)))  # type: ignore[arg-type]
         self.node = _node_id()
         self.pid = os.getpid()
 
     def evaluate(self, arch_json: str) -> dict[str, Any]:
-        import torch
-
-        from ..supernet import recalibrate_bn, resize
-
-        t0 = time.perf_counter()
+        """extract -> BN recalibration -> validation of one arch (:class:`SubnetEvaluator`)."""
         arch = self.space.arch(Arch.from_json(arch_json))
-        res = self.space.resolution(arch)
-        static = self.net.extract(arch)
-        recalibrate_bn(static, self.calib, res)
-        static.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for x, y in self.val:
-                correct += int((static(resize(x, res)).argmax(1) == y).sum())
-                total += len(y)
-        return {"arch_id": arch.id, "accuracy": correct / max(1, total),
-                "seconds": time.perf_counter() - t0, "node": self.node, "pid": self.pid}
+        ev = self.evaluator.evaluate(arch)
+        return {"arch_id": arch.id, "accuracy": ev.accuracy, "seconds": ev.seconds, "extract_s": ev.extract_s,
+                "recal_s": ev.recal_s, "val_s": ev.val_s, "node": self.node, "pid": self.pid}
 
     def where(self) -> dict[str, Any]:
         return {"node": self.node, "pid": self.pid}

@@ -89,7 +89,8 @@ def evaluator_init(exp: Experiment, cfg: SearchConfig, weights: Any) -> dict[str
     return {"space": exp.space.config.model_dump(mode="json"), "weights": weights,
             "data": exp.config.data.model_dump(mode="json"), "base_dir": str(exp.base_dir.resolve()),
             "calib_images": cfg.calib_images or exp.config.data.calib_images, "calib_batch": cfg.calib_batch,
-            "val_images": cfg.val_images, "threads": max(1, int(cfg.cpus_per_worker))}
+            "val_images": cfg.val_images, "threads": max(1, int(cfg.cpus_per_worker)), "seed": exp.config.seed,
+            "channels_last": cfg.channels_last, "validation": cfg.validation}
 
 
 def load_supernet_weights(exp: Experiment, weights: str | Path | None = None) -> dict[str, Any]:

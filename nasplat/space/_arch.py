@@ -17,11 +17,12 @@ Value = int | float | str
 
 
 class Arch(Mapping[str, Value]):
-    __slots__ = ("_values", "_id")
+    __slots__ = ("_values", "_id", "_codes")
 
     def __init__(self, values: Mapping[str, Value]):
         self._values = dict(values)
         self._id: str | None = None
+        self._codes: tuple[object, Any] | None = None  # (the space's token, its index row): set by the space
 
     def __getitem__(self, key: str) -> Value:
         return self._values[key]

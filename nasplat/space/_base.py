@@ -73,6 +73,7 @@ class SearchSpace(ABC):
         self._index = {p.name: i for i, p in enumerate(self._params)}
         self._lookup = [{v: i for i, v in enumerate(p.choices)} for p in self._params]
         self._numeric = {j: np.asarray(p.choices, dtype=np.float64) for j, p in enumerate(self._params) if p.ordinal}
+        self._token = object()  # marks the index rows this space cached on its archs
         self._offsets = np.cumsum([0] + [len(p.choices) for p in self._params])
         for p in self._params:
             if p.gate is not None and self._index.get(p.gate[0], len(self._params)) >= self._index[p.name]:
@@ -150,7 +151,10 @@ class SearchSpace(ABC):
         missing = sorted(n for n in act if n not in values)
         if missing:
             raise UserError(f"arch does not set choice {missing[0]!r}", where, "arch")
-        return Arch({n: (v if n in act else self.param(n).choices[0]) for n, v in full.items()})
+        arch = Arch({n: (v if n in act else self.param(n).choices[0]) for n, v in full.items()})
+        arch._codes = (self._token, np.array([lk[arch[p.name]] for p, lk in zip(self._params, self._lookup)],
+                                             dtype=np.int64))
+        return arch
 
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.arch({p.name: p.choices[rng.integers(len(p.choices))] for p in self._params})
@@ -170,6 +174,9 @@ class SearchSpace(ABC):
         located by binary search, the others by lookup)."""
         if not len(archs):
             return np.zeros((0, len(self._params)), dtype=np.int64)
+        cached = [getattr(a, "_codes", None) for a in archs]
+        if all(c is not None and c[0] is self._token for c in cached):  # archs this space made
+            return np.stack([c[1] for c in cached])  # type: ignore[index]
         get = operator.itemgetter(*[p.name for p in self._params])
         rows = [get(a._values if isinstance(a, Arch) else a) for a in archs]
         out = np.empty((len(rows), len(self._params)), dtype=np.int64)
@@ -198,7 +205,12 @@ class SearchSpace(ABC):
         """Index rows -> canonical Archs (validated once for the whole matrix)."""
         codes = self._check_codes(codes)
         canon = self.canonical(codes)
-        return [Arch({p.name: p.choices[i] for p, i in zip(self._params, row)}) for row in canon.tolist()]
+        out = []
+        for row, values in zip(canon, canon.tolist()):
+            arch = Arch({p.name: p.choices[i] for p, i in zip(self._params, values)})
+            arch._codes = (self._token, row)
+            out.append(arch)
+        return out
 
     def _check_codes(self, codes: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes)
