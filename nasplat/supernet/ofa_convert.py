@@ -119,12 +119,22 @@ def canonical_ofa_key(key: str) -> str:
     return key
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` starts like a safetensors file (8-byte header size, then ``{``)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def read_ofa_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of an OFA checkpoint file (a state dict, or a dict holding one under
     ``state_dict``), read without unpickling code."""
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found", path)
+    if is_safetensors(path):
+        raise UserError("a safetensors file, not an OFA torch checkpoint (a nasplat checkpoint needs no "
+                        "conversion)", path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
@@ -238,23 +248,20 @@ def convert_ofa_checkpoint(src: str | Path, space: SearchSpace, out: str | Path)
     return meta
 
 
-def is_safetensors(path: str | Path) -> bool:
-    """Whether ``path`` starts like a safetensors file (8-byte header size, then ``{``)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
-
-
-def load_weights_into(model: torch.nn.Module, space: SearchSpace, path: str | Path) -> None:
+def load_weights_into(model: torch.nn.Module, space: SearchSpace, path: str | Path, field: str | None = None) -> None:
     """Load ``path`` into ``model`` (the supernet of ``space``): a nasplat checkpoint of
-    this space, or an official OFA checkpoint (converted in memory)."""
+    this space, or an official OFA checkpoint (converted in memory). ``field``: the
+    config field that named the file, for the error message."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError("checkpoint not found", path)
-    if is_safetensors(path):
-        load_weights(path, model, space.hash())
-    else:
-        model.load_state_dict(ofa_to_nasplat(read_ofa_state(path), space, path))
+    try:
+        if not path.is_file():
+            raise UserError("checkpoint not found", path)
+        if is_safetensors(path):
+            load_weights(path, model, space.hash())
+        else:
+            model.load_state_dict(ofa_to_nasplat(read_ofa_state(path), space, path))
+    except UserError as e:
+        raise UserError(e.message, e.file, e.field or field) from None
 
 
 def load_any_weights(space: SearchSpace, path: str | Path) -> Supernet:

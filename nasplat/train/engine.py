@@ -196,5 +196,5 @@ def build_trainer(exp: Experiment, data: DataBundle | None = None, device: torch
     if cfg.train.init:  # trained weights to start from (a resumed run then loads its own)
         from ..supernet.ofa_convert import load_weights_into
 
-        load_weights_into(trainer.model, exp.space, exp.resolve(cfg.train.init))
+        load_weights_into(trainer.model, exp.space, exp.resolve(cfg.train.init), "train.init")
     return trainer

@@ -227,7 +227,7 @@ class ProgressiveShrinking(Strategy):
         if self.teacher_path is not None:
             from ...supernet.ofa_convert import load_weights_into
 
-            load_weights_into(teacher, self.ctx.space, self.teacher_path)
+            load_weights_into(teacher, self.ctx.space, self.teacher_path, "train.options.teacher")
         teacher.set_active(self.ctx.space.max_arch())
         teacher.requires_grad_(False)
         for m in teacher.modules():
