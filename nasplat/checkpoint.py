@@ -1,6 +1,11 @@
 """Checkpoints and weights: tensors in safetensors, everything else as JSON in the
 file's metadata (one file, written atomically) plus a human-readable JSON sidecar.
 
+The safetensors file is the source of truth: nasplat reads only it. The sidecar
+(``<name>.json``: the metadata and the file's ``sha256``) is removed before the
+checkpoint is replaced and written after, so it is either absent or describes the
+checkpoint next to it, never an older one.
+
 This module sits below every stage: training writes checkpoints, and the supernet
 factory (:func:`nasplat.supernet.build_supernet`), profiling, prediction, search and
 export read weights through it without importing the training package.
@@ -16,10 +21,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save
 
 from .errors import UserError
-from .io import atomic_path, write_json
+from .io import write_bytes, write_json
 
 _META_KEY = "nasplat"
 
@@ -60,9 +65,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], meta: dict[str, Any
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(state, "s", tensors)
     header = {"meta": meta, "skeleton": skeleton}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(header)})
-    write_json(path.with_suffix(".json"), meta)
+    data = save(tensors, metadata={_META_KEY: json.dumps(header)})  # bytes: a full disk is an OSError
+    sidecar = path.with_suffix(".json")
+    sidecar.unlink(missing_ok=True)
+    write_bytes(path, data)
+    write_json(sidecar, {**meta, "sha256": hashlib.sha256(data).hexdigest()})
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

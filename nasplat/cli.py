@@ -1,7 +1,9 @@
 """The ``nasplat`` command: a thin layer over the stages (and :mod:`nasplat.api`).
 
 Each stage module contributes its subcommands through ``add_commands(subparsers)``;
-user errors become one line on stderr and exit 2.
+user errors become one line on stderr and exit 2; an OSError (disk full, permission
+denied, a file not found) one line naming the path and the cause, exit 2 for a path the
+user got wrong and 1 for the environment; an interrupt exit 130.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, os_error_line
 
 COMMAND_MODULES = [
     "nasplat.space.cli",
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"nasplat: error: {e.line()}", file=sys.stderr)
         return 2
+    except OSError as e:
+        line, status = os_error_line(e)
+        print(f"nasplat: error: {line}", file=sys.stderr)
+        return status
     except KeyboardInterrupt:
         print("nasplat: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .data import DataConfig
 from .errors import UserError
@@ -37,6 +37,14 @@ class ExperimentConfig(BaseModel):
     profile: ProfileStageConfig = ProfileStageConfig()
     predictor: PredictorConfig = PredictorConfig()
     search: SearchConfig = SearchConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # `.` or `..` would make the run folder runs/ itself or the folder above it
+        if set(v) == {"."}:
+            raise ValueError(f"{v!r} is not a run folder name ('.' is runs/ itself, '..' the folder above it)")
+        return v
 
 
 class Experiment:

@@ -39,12 +39,13 @@ BAD = Path(__file__).resolve().parent / "bad_inputs"
 
 # -- running a case -----------------------------------------------------------------------
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under ``root`` with (size, mtime_ns): a before/after comparison shows
-    any file or folder created, changed or removed."""
+    """Every path under ``root`` with (size, mtime_ns) for files: a before/after
+    comparison shows any file or folder created or removed and any file changed (a
+    folder's own mtime is left out: a stage lock made and removed inside it changes it)."""
     out = {}
     for p in sorted(root.rglob("*")):
         st = p.lstat()
-        out[str(p.relative_to(root))] = (st.st_size if p.is_file() else -1, st.st_mtime_ns)
+        out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns) if p.is_file() else (-1, 0)
     return out
 
 
