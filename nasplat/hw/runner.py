@@ -19,7 +19,8 @@ row keeps the raw samples (ms) plus median, IQR, mean, std and min, and
 A bundle is a ``.tar`` / ``.tar.gz`` (or a folder) holding ``manifest.json``,
 ``models/<arch-id>.onnx`` and ``runner.py``. Extraction rejects absolute paths, ``..``
 components, links and special files, so a hostile bundle cannot write outside the
-destination folder.
+destination folder, and bundles that would extract to more than ``MAX_BUNDLE_BYTES``
+(or the free disk space), so a small compressed one cannot fill the disk.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
@@ -131,6 +133,18 @@ class _Affinity:
             os.sched_setaffinity(0, self.old)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model", "Hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def run_info(settings: dict[str, Any], node: str = "") -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -170,17 +184,39 @@ def _check_member(m: tarfile.TarInfo) -> None:
         raise BundleError(f"bundle member {m.name!r} is not a regular file or folder")
 
 
-def safe_extract(tar_path: str | Path, dest: str | Path) -> Path:
-    """Extract a bundle tar into ``dest``, refusing any member that could escape it."""
+MAX_BUNDLE_BYTES = 16 << 30  # what one bundle may extract to (a few hundred fp32 ONNX models fit)
+MAX_MEMBER_BYTES = 2 << 30  # protobuf's limit: no ONNX file is larger
+MAX_MEMBERS = 100_000
+
+
+def safe_extract(tar_path: str | Path, dest: str | Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Path:
+    """Extract a bundle tar into ``dest``, refusing any member that could escape it and
+    any bundle that would extract to more than ``max_bytes`` (or than the free space of
+    ``dest``), checked on the members' sizes before anything is written: a small
+    compressed tar cannot fill the disk."""
     dest = Path(dest).resolve()
+    if not Path(tar_path).is_file():
+        raise BundleError("bundle not found" if not Path(tar_path).exists() else "bundle is not a file")
     try:
         with tarfile.open(tar_path, "r:*") as tf:
-            members = tf.getmembers()
+            members = []
+            for m in tf:
+                members.append(m)
+                if len(members) > MAX_MEMBERS:
+                    raise BundleError(f"bundle has more than {MAX_MEMBERS} members")
+            total = 0
             for m in members:
                 _check_member(m)
                 target = (dest / m.name).resolve()
                 if target != dest and dest not in target.parents:
                     raise BundleError(f"unsafe path in bundle: {m.name!r}")
+                if m.size > MAX_MEMBER_BYTES:
+                    raise BundleError(f"bundle member {m.name!r} is {m.size} bytes (limit {MAX_MEMBER_BYTES})")
+                total += m.size
+            free = shutil.disk_usage(dest).free
+            if total > min(max_bytes, free):
+                where = f"the limit of {max_bytes} bytes" if total > max_bytes else f"the {free} bytes free in {dest}"
+                raise BundleError(f"bundle would extract to {total} bytes, more than {where}")
             for m in members:
                 target = dest / m.name
                 if m.isdir():
@@ -191,7 +227,7 @@ def safe_extract(tar_path: str | Path, dest: str | Path) -> Path:
                 assert src is not None
                 with src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
-    except tarfile.TarError as e:
+    except (tarfile.TarError, EOFError, zlib.error) as e:
         raise BundleError(f"not a readable tar bundle: {e}") from None
     return dest
 
@@ -228,10 +264,15 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) 
     w.writeheader()
     for r in rows:
         w.writerow(r)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(buf.getvalue())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def run_bundle(bundle: str | Path, out: str | Path, quiet: bool = False) -> list[dict[str, Any]]:
