@@ -208,21 +208,67 @@ def predictor_dir(run_dir: str | Path, device: str) -> Path:
     return Path(run_dir) / "predictors" / device
 
 
-def load_latency_predictor(run_dir: str | Path | None, device: str, space: SearchSpace) -> Predictor:
+def latency_predictor_folder(run_dir: str | Path | None, device: str, space: SearchSpace) -> Path | None:
+    """The folder :func:`load_latency_predictor` reads for ``device``: the run's own, else
+    the shipped one for this space; None when there is neither."""
+    if run_dir is not None and (predictor_dir(run_dir, device) / "predictor.json").is_file():
+        return predictor_dir(run_dir, device)
+    shipped = SHIPPED_PREDICTORS / space.config.name / device
+    return shipped if (shipped / "predictor.json").is_file() else None
+
+
+def this_machine(profile: Any) -> dict[str, Any]:
+    """What a latency measurement with ``profile`` depends on besides the profile: the
+    CPU model, the ONNX Runtime version and the threads (a shipped predictor records the
+    same for the machine it was measured on, under ``machine``)."""
+    import onnxruntime
+
+    from ..hw.runner import cpu_model
+
+    return {"cpu": cpu_model(), "onnxruntime": onnxruntime.__version__,
+            "intra_op_threads": int(profile.intra_op_threads)}
+
+
+def shipped_mismatch(folder: Path, device: str, profile: Any) -> str | None:
+    """Why the shipped predictor in ``folder`` does not describe ``profile`` on this
+    machine (one line), or None when it does."""
+    shipped = read_meta(folder).get("machine")
+    if getattr(profile, "where", "local") != "local":
+        return (f"the shipped latency predictor for {device!r} was measured on a local CPU, and profile "
+                f"{device!r} measures elsewhere (where: {profile.where})")
+    here = this_machine(profile)
+    if not isinstance(shipped, dict):
+        diff = ["the machine it was measured on is not recorded"]
+    else:
+        diff = [f"{k} {shipped.get(k)!r} there, {v!r} here" for k, v in here.items() if shipped.get(k) != v]
+    if not diff:
+        return None
+    return f"the shipped latency predictor for {device!r} ({folder}) does not describe this machine: {'; '.join(diff)}"
+
+
+def load_latency_predictor(run_dir: str | Path | None, device: str, space: SearchSpace,
+                           profile: Any = None, check_machine: bool = True) -> Predictor:
     """The latency predictor for ``device``: the run's own
     (``runs/<name>/predictors/<device>/``), else a shipped one for this space
-    (``predictors/<space-name>/<device>/``, same space hash). ``.predict(archs)``
-    returns milliseconds."""
-    tried = []
-    if run_dir is not None:
-        d = predictor_dir(run_dir, device)
-        if (d / "predictor.json").is_file():
-            return load_predictor(d, space, device)
-        tried.append(str(d))
-    shipped = SHIPPED_PREDICTORS / space.config.name / device
-    if (shipped / "predictor.json").is_file():
-        return load_predictor(shipped, space, device)
-    tried.append(str(shipped))
+    (``predictors/<space-name>/<device>/``, same space hash) when it was measured on a
+    machine like this one (CPU model, ONNX Runtime version, the threads of ``profile``,
+    default: the shipped profile named ``device``); ``check_machine=False`` skips that
+    check (a transfer predictor's base is another machine on purpose).
+    ``.predict(archs)`` returns milliseconds."""
+    folder = latency_predictor_folder(run_dir, device, space)
+    if folder is not None and SHIPPED_PREDICTORS in folder.parents and check_machine:
+        if profile is None:
+            from ..hw.profile import load_profile
+
+            profile = load_profile(device, None, None, "device")
+        why = shipped_mismatch(folder, device, profile)
+        if why:
+            raise UserError(f"{why}; measure it here: `nasplat profile EXP --device {device}` and `nasplat predictor "
+                            f"fit EXP --device {device}` (`nasplat run` does both)", None, "device")
+    if folder is not None:
+        return load_predictor(folder, space, device)
+    tried = ([str(predictor_dir(run_dir, device))] if run_dir is not None else []) + \
+        [str(SHIPPED_PREDICTORS / space.config.name / device)]
     raise UserError(f"no latency predictor for device {device!r} (looked in {', '.join(tried)}); run "
                     f"`nasplat profile EXP --device {device}` and `nasplat predictor fit EXP --device {device}`",
                     None, "device")

@@ -111,4 +111,5 @@ class TransferPredictor(Predictor):
         if not device:
             raise UserError("a transfer predictor needs options.base_device: a device already profiled",
                             exp.path, "predictor.options.base_device")
-        return {"base": load_latency_predictor(exp.run_dir, device, exp.space)}
+        # the base describes another machine on purpose: no machine check
+        return {"base": load_latency_predictor(exp.run_dir, device, exp.space, check_machine=False)}

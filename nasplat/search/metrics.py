@@ -110,8 +110,8 @@ def _load_predictor(ctx: MetricContext, what: str, profile: str | None) -> Any:
     if what == "latency":
         from ..hw.stage import experiment_profile
 
-        name = experiment_profile(ctx.exp, profile).name if ctx.exp is not None else profile
-        return P.load_latency_predictor(run_dir, name, ctx.space)
+        prof = experiment_profile(ctx.exp, profile) if ctx.exp is not None else None
+        return P.load_latency_predictor(run_dir, prof.name if prof else profile, ctx.space, prof)
     if run_dir is None:
         raise UserError("an accuracy predictor needs an experiment", ctx.file, ctx.field)
     return P.load_accuracy_predictor(run_dir, ctx.space)
