@@ -109,9 +109,50 @@ def load_supernet_weights(exp: Experiment, weights: str | Path | None = None) ->
     return weights_to_numpy(build_supernet(exp.space, checkpoint=path))
 
 
+def search_inputs(exp: Experiment, problem: Problem, weights: str | Path | None = None) -> dict[str, Any]:
+    """What the search's results are made from (:mod:`nasplat.provenance`): its settings
+    and the files its metrics read (the supernet when accuracy is measured on it, each
+    predictor)."""
+    from .. import provenance
+    from ..hw.stage import experiment_profile
+    from ..predict._base import latency_predictor_folder
+
+    cfg, names, files = exp.config.search, {m.name for m in problem.all_metrics}, {}
+    if "accuracy" in names:
+        files["supernet" if cfg.accuracy == "supernet" else "predictor.accuracy"] = (
+            (Path(weights) if weights else supernet_checkpoint(exp.run_dir)) if cfg.accuracy == "supernet"
+            else exp.run_dir / "predictors" / "accuracy")
+    extra = {}
+    for n in sorted(x for x in names if x.startswith("latency@")):
+        prof = experiment_profile(exp, n.split("@", 1)[1])
+        if cfg.latency == "predictor":
+            files[f"predictor.{prof.name}"] = latency_predictor_folder(exp.run_dir, prof.name, exp.space)
+        else:
+            extra.update(provenance.flatten(prof.model_dump(mode="json", exclude={"description"}),
+                                            f"hardware.{prof.name}"))
+    return {**provenance.search_inputs(exp, {k: v for k, v in files.items() if v and Path(v).exists()}), **extra}
+
+
 def run_search(exp: Experiment, resume: bool = False, force: bool = False, address: str | None = None,
                storage: str | None = None, quiet: bool = False, print_table: bool = True,
                weights: str | Path | None = None) -> SearchResult:
+    """The search stage; one writer per run folder and per journal file (:mod:`nasplat.lock`)."""
+    from contextlib import ExitStack
+
+    from ..lock import path_lock, stage_lock
+
+    spec = storage_url(exp, storage)
+    with ExitStack() as locks:
+        folder = locks.enter_context(stage_lock(exp.run_dir, "search"))
+        if not is_url(spec) and Path(spec).resolve().parent != folder.resolve():
+            locks.enter_context(path_lock(spec))
+        return _run_search(exp, resume, force, address, storage, quiet, print_table, weights)
+
+
+def _run_search(exp: Experiment, resume: bool, force: bool, address: str | None, storage: str | None,
+                quiet: bool, print_table: bool, weights: str | Path | None) -> SearchResult:
+    from .. import provenance
+
     cfg: SearchConfig = exp.config.search
     problem = build_problem(exp, cfg)
     out_dir = exp.run_dir / "search"
@@ -125,10 +166,13 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
         raise UserError(f"cannot open the study storage ({type(e).__name__}: {str(e).splitlines()[0]})",
                         None, "--storage") from None
     n_trials = 0
+    inputs = search_inputs(exp, problem, weights)
     if existing:
         old = optuna.load_study(study_name=name, storage=st.storage)
         n_done = len(records_from_study(old, exp.space))
         n_trials = len(old.trials)
+        provenance.check(out_dir, "search", inputs, has_outputs=True, force=force, resume=n_done < cfg.budget,
+                         file=exp.path)
         if force:
             if st.journal is not None:  # a journal file holds this one study: start a fresh file
                 st.journal.path.unlink()
@@ -146,7 +190,12 @@ def run_search(exp: Experiment, resume: bool = False, force: bool = False, addre
     study = optuna.create_study(storage=st.storage, study_name=name, directions=problem.directions,
                                 load_if_exists=True)
     study.set_user_attr("nasplat", fp)
-    stale = fail_stale_trials(study)
+    if not existing or provenance.read_record(out_dir) is None:
+        provenance.record(out_dir, "search", inputs)
+    # A journal has one writer, and this driver holds its lock: a RUNNING trial in it was left by a
+    # killed driver. An RDB study may be shared by live drivers: their RUNNING trials are left alone
+    # (only COMPLETE trials count, so a dead driver's RUNNING ones cost nothing).
+    stale = fail_stale_trials(study) if st.journal is not None else 0
     if stale:
         say(f"search: {stale} trial(s) left running by an interrupted driver marked failed; their archs may be "
             f"proposed again")
