@@ -1,4 +1,4 @@
-"""``nasplat profile EXP [--device NAME] [--samples N] [--bundle OUT.tar | --import CSV]``
+"""``nasplat profile EXP [--device NAME] [--samples N] [--force] [--bundle OUT.tar | --import CSV]``
 and ``nasplat device-run BUNDLE --out CSV``."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _profile(args: argparse.Namespace) -> int:
         elif args.import_csv:
             import_results(exp, dev, args.import_csv, args.quiet)
         else:
-            print(profile_experiment(exp, dev, args.samples, args.address, args.quiet, args.weights))
+            print(profile_experiment(exp, dev, args.samples, args.address, args.quiet, args.weights, args.force))
     return 0
 
 
@@ -50,6 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--bundle", metavar="OUT.tar", help="write an offline bundle instead of measuring")
     g.add_argument("--import", dest="import_csv", metavar="CSV", help="append a device-run result CSV")
+    p.add_argument("--force", action="store_true",
+                   help="discard the device's earlier measurements and measure again (e.g. after the profile "
+                        "changed)")
     add_address(p, "profiles with where: ray")
     add_weights(p)
     add_quiet(p)

@@ -2,8 +2,9 @@
 append to ``runs/<name>/profiles/<device>/measurements.csv``.
 
 Resumable: the draw is deterministic (experiment seed), archs whose id is already in
-the CSV are skipped, and rows are appended chunk by chunk (atomic rewrite), so a
-killed run loses at most one chunk. The supernet's trained weights are used when
+the CSV are skipped, and rows are appended chunk by chunk, so a killed run loses at
+most one chunk. One writer per device folder; measurements made with other profile
+settings are refused in one line (``--force`` measures again), see :mod:`nasplat.provenance`. The supernet's trained weights are used when
 ``runs/<name>/supernet/supernet.safetensors`` exists; otherwise a randomly
 initialised supernet is exported — latency does not depend on the weights (INT8
 calibration ranges do, but only accuracy depends on those).
@@ -18,8 +19,9 @@ import io
 import json
 import tarfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -139,10 +141,31 @@ def _todo(exp, profile: HardwareProfile, samples: int | None) -> tuple[list[Arch
     return [a for a in archs if a.id not in done], path, len(archs)
 
 
+@contextmanager
+def _profile_folder(exp, profile: HardwareProfile, force: bool) -> Iterator[Path]:
+    """The device's profile folder, locked (one writer), its measurements checked against
+    the profile they were made with (:mod:`nasplat.provenance`); ``force`` discards them."""
+    from .. import provenance
+    from ..lock import clear_folder, stage_lock
+
+    with stage_lock(exp.run_dir, f"profiles/{profile.name}") as folder:
+        path = measurements_path(exp.run_dir, profile.name)
+        with provenance.fresh_outputs(folder, "profile", provenance.profile_inputs(exp, profile), path.exists,
+                                      force=force, file=exp.path, discard=lambda: clear_folder(folder)):
+            yield path
+
+
 def profile_experiment(exp, device: str, samples: int | None = None, address: str | None = None,
-                       quiet: bool = False, weights: str | Path | None = None) -> Path:
-    """Measure the experiment's archs on ``device``; returns the measurements CSV."""
+                       quiet: bool = False, weights: str | Path | None = None, force: bool = False) -> Path:
+    """Measure the experiment's archs on ``device``; returns the measurements CSV.
+    ``force`` discards the device's earlier measurements."""
     profile = experiment_profile(exp, device)
+    with _profile_folder(exp, profile, force):
+        return _measure(exp, profile, samples, address, quiet, weights)
+
+
+def _measure(exp, profile: HardwareProfile, samples: int | None, address: str | None, quiet: bool,
+             weights: str | Path | None) -> Path:
     todo, path, n = _todo(exp, profile, samples)
     if not todo:
         say(f"{profile.name}: all {n} archs already measured ({path})", not quiet)
@@ -208,6 +231,11 @@ def import_results(exp, device: str, csv_path: str | Path, quiet: bool = False) 
     src = Path(csv_path)
     if not src.is_file():
         raise UserError("result CSV not found", src)
+    with _profile_folder(exp, profile, False):
+        return _import(exp, profile, src, quiet)
+
+
+def _import(exp, profile: HardwareProfile, src: Path, quiet: bool) -> int:
     try:
         rows = read_measurements(src)
     except (ValueError, csv.Error, UnicodeDecodeError) as e:
