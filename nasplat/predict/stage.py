@@ -4,13 +4,16 @@ save without pickle under ``runs/<name>/predictors/<device>/``."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .. import provenance
 from ..errors import UserError
 from ..io import append_csv_rows, write_json
+from ..lock import folder_lock
 from ..paths import supernet_checkpoint
 from ..space import Arch, SearchSpace
 from ..ui import progress_bar, say
@@ -64,9 +67,11 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
                                                                               dict(options))
     pred, tr, te, metrics = fit_and_evaluate(exp.space, kind, archs, y, tf, seed, options, inputs)
     out = predictor_dir(exp.run_dir, profile.name)
-    save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="latency_ms",
-                   extra={"device": profile.name, "metrics": metrics, "n_test": int(len(te)),
-                          "measurements": str(path), "statistic": stat})
+    with _saving(out, "predictor", provenance.latency_predictor_inputs(exp, path, latency=kind, options=options,
+                                                                        statistic=stat, test_fraction=tf)):
+        save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="latency_ms",
+                       extra={"device": profile.name, "metrics": metrics, "n_test": int(len(te)),
+                              "measurements": str(path), "statistic": stat})
     if len(te):
         p = pred.predict([archs[i] for i in te])
         (out / "test.csv").unlink(missing_ok=True)
@@ -76,6 +81,34 @@ def fit_latency(exp, device: str, kind: str | None = None, options: dict[str, An
         say(f"{profile.name} {kind}: held-out {format_metrics(metrics)}", not quiet)
     say(f"saved {kind} latency predictor ({len(tr)} archs) -> {out}", not quiet)
     return metrics
+
+
+@contextmanager
+def _saving(folder: Path, stage: str, inputs: dict[str, Any]) -> Iterator[None]:
+    """Write a predictor folder under its lock, then record what it was fitted on (the
+    old record goes first: a kill in between leaves none, never a wrong one)."""
+    with folder_lock(folder):
+        (folder / provenance.RECORD).unlink(missing_ok=True)
+        yield
+        provenance.record(folder, stage, inputs)
+
+
+def _check_cache(exp, out: Path, quiet: bool) -> None:
+    """The cached supernet accuracies (``measurements.csv``) hold for the weights, space
+    and data they were measured with (``cache.json``); with others they are measured again."""
+    if not supernet_checkpoint(exp.run_dir).exists():
+        return  # measuring says so
+    cache, inputs = out / "measurements.csv", provenance.supernet_accuracy_inputs(exp)
+    names = provenance.changed(out, inputs, CACHE_RECORD)
+    if cache.exists() and names:
+        say(f"accuracy predictor: {provenance.describe(out, inputs, names, CACHE_RECORD)} since the cached supernet "
+            f"accuracies were measured: measuring them again", not quiet)
+        cache.unlink()
+    if names != []:  # new, changed, or a cache from before records (adopted)
+        provenance.record(out, "supernet accuracies", inputs, CACHE_RECORD)
+
+
+CACHE_RECORD = "cache.json"
 
 
 def fit_accuracy(exp, samples: int | None = None, from_csv: str | Path | None = None,
@@ -98,14 +131,19 @@ def fit_accuracy(exp, samples: int | None = None, from_csv: str | Path | None = 
         if n < 4:
             raise UserError("need at least 4 archs (predictor.accuracy.samples or --samples)", exp.path,
                             "predictor.accuracy.samples")
-        archs, y = _supernet_accuracies(exp, stratified_archs(exp.space, n, exp.config.seed + 1),
-                                        out / "measurements.csv", quiet)
+        with folder_lock(out):
+            _check_cache(exp, out, quiet)
+            archs, y = _supernet_accuracies(exp, stratified_archs(exp.space, n, exp.config.seed + 1),
+                                            out / "measurements.csv", quiet)
     seed = exp.config.seed if cfg.seed is None else cfg.seed
     tr, te = split(len(archs), cfg.test_fraction, seed)
     pred = AccuracyPredictor(exp.space, **cfg.accuracy.options).fit([archs[i] for i in tr], y[tr])
     metrics = regression_metrics(y[te], pred.predict([archs[i] for i in te])) if len(te) else {}
-    save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="accuracy",
-                   extra={"metrics": metrics, "n_test": int(len(te))})
+    with _saving(out, "accuracy predictor", provenance.accuracy_predictor_inputs(
+            exp, Path(from_csv) if from_csv is not None else supernet_checkpoint(exp.run_dir),
+            None if from_csv is not None else n)):
+        save_predictor(out, pred, [archs[i] for i in tr], y[tr], target="accuracy",
+                       extra={"metrics": metrics, "n_test": int(len(te))})
     if metrics:
         say(f"accuracy predictor: held-out {format_metrics(metrics)}", not quiet)
     return metrics
