@@ -36,7 +36,7 @@ def _export(args: argparse.Namespace) -> int:
             archs = [parse_arch(exp, args.arch) if args.arch else
                      parse_arch(exp, exp.config.export.arch, "export.arch")]
         entries = export_archs(exp, archs, args.out, weights=args.weights,
-                               recalibrate=False if args.no_recalibrate else None)
+                               recalibrate=False if args.no_recalibrate else None, force=args.force)
     for e in entries:
         files = ", ".join(f"{p} {v['accuracy'] * 100:.2f}%" + (f" {v['latency_ms']:.3f} ms" if v.get("latency_ms")
                                                                 else "") for p, v in e["variants"].items())
@@ -62,4 +62,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="re-evaluate the written ONNX files in ONNX Runtime from the raw val images through the "
                         "manifest's preprocessing and record that accuracy")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<name>/export)")
+    p.add_argument("--force", action="store_true",
+                   help="discard the folder's earlier exports (needed when they came from other weights or settings)")
     p.set_defaults(func=_export)

@@ -16,7 +16,6 @@ Entries are merged by id, so exporting more subnets later keeps earlier entries.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import platform
 import shutil
@@ -31,7 +30,7 @@ from .. import __version__
 from ..data import DataBundle, load_experiment_data
 from ..data.preprocessing import preprocessing, raw_val, resize_step
 from ..errors import UserError
-from ..io import write_bytes, write_json
+from ..io import file_sha256, write_bytes, write_json
 from ..onnxio import INPUT_NAME, OUTPUT_NAME, ort_session, to_onnx, verify
 from ..paths import supernet_checkpoint
 from ..space import Arch
@@ -68,14 +67,6 @@ def load_trained_supernet(exp: Experiment, weights: str | Path | None = None) ->
 
         return load_any_weights(exp.space, path).eval()
     return build_supernet(exp.space, checkpoint=path).eval()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_arch(exp: Experiment, spec: str | dict[str, Any], source: str = "--arch") -> Arch:
@@ -221,17 +212,41 @@ def _write_manifest(exp: Experiment, out_dir: Path, entries: list[dict[str, Any]
     return path
 
 
+def export_inputs(exp: Experiment, weights: str | Path | None = None, supernet: Supernet | None = None,
+                  recalibrate: bool | None = None) -> dict[str, Any]:
+    """What an export is made from (:mod:`nasplat.provenance`): the settings and the checkpoint."""
+    from .. import provenance
+
+    return {**provenance.export_inputs(exp, weights_path(exp, weights) if supernet is None else None),
+            "export.recalibrate": exp.config.export.recalibrate if recalibrate is None else recalibrate}
+
+
 def export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path | None = None,
                  extra: dict[str, dict[str, Any]] | None = None, supernet: Supernet | None = None,
                  data: Any = None, weights: str | Path | None = None,
-                 recalibrate: bool | None = None) -> list[dict[str, Any]]:
+                 recalibrate: bool | None = None, force: bool = False) -> list[dict[str, Any]]:
     """Export ``archs``; returns their manifest entries (also merged into manifest.json).
 
     Args:
         weights: the checkpoint (default: the run's trained supernet).
         recalibrate: recompute BN statistics per subnet (default: ``export.recalibrate``);
             False keeps the checkpoint's, e.g. for a pretrained OFA supernet.
+        force: discard the folder's earlier exports; without it, a folder exported from
+            other weights or settings is refused in one line (:mod:`nasplat.provenance`).
     """
+    from .. import provenance
+    from ..lock import clear_folder, folder_lock
+
+    out = Path(out_dir) if out_dir is not None else exp.run_dir / "export"
+    inputs = export_inputs(exp, weights, supernet, recalibrate)
+    with folder_lock(out), provenance.fresh_outputs(out, "export", inputs, (out / "manifest.json").exists,
+                                                    force=force, file=exp.path, discard=lambda: clear_folder(out)):
+        return _export_archs(exp, archs, out, extra, supernet, data, weights, recalibrate)
+
+
+def _export_archs(exp: Experiment, archs: Iterable[Arch], out_dir: Path, extra: dict[str, dict[str, Any]] | None,
+                  supernet: Supernet | None, data: Any, weights: str | Path | None,
+                  recalibrate: bool | None) -> list[dict[str, Any]]:
     cfg = exp.config.export
     out_dir = Path(out_dir) if out_dir is not None else exp.run_dir / "export"
     ckpt = weights_path(exp, weights) if supernet is None else None
