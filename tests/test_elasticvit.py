@@ -424,8 +424,12 @@ def test_paper_levels_walk_draws_inside_t_to_t_plus_20m(tmp_path):
     assert len({tuple(m) for m in strat.min_codes}) > 1  # per level, not one global minimum
 
 
-def test_adaptive_gradient_clipping(small, digits, tmp_path):
+def test_adamw_and_adaptive_gradient_clipping(small, digits, tmp_path):
     strat = make_strategy(small, digits, tmp_path)
+    opt = strat.make_optimizer(strat.phases()[0])
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 0.05  # the experiment's lr wins
+    assert strat.ctx.cfg.weight_decay == 0.05  # the official weight decay where the experiment sets none
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # none on biases and norms
     x, y, idx = next(digits.batches("train", 32))
     strat.model.zero_grad(set_to_none=True)
     strat.step(x, y, idx, StepInfo(0, 0, 1, 1))

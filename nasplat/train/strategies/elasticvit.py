@@ -42,7 +42,12 @@ softmax of the three with the official adaptive α-divergence (AlphaNet's
 ``AdaptiveLossSoft``, :func:`nasplat.train.losses.alpha_divergence`); gradients add up
 before the one optimizer step, which follows adaptive gradient clipping with factor
 ``agc`` = 0.1 (timm's ``adaptive_clip_grad``, as the official ``process.py``; ``agc: null``
-restores the engine's ``train.grad_clip``). Head dropout is 0 during supernet training
+restores the engine's ``train.grad_clip``). The optimizer is AdamW as the official run
+(``train.lr`` 5e-4 and ``train.weight_decay`` 0.05 unless the experiment sets them; no
+decay on biases and norms); ``optimizer: sgd`` (a deviation) uses the engine's SGD
+instead, which with AGC barely moves zero-initialised biases (AGC bounds a unit's
+gradient by 0.1 x max(its norm, 1e-3), which AdamW's normalised steps do not feel).
+Head dropout is 0 during supernet training
 (the official ``set_regularization_mode(head_drop_prob=0)``). The minimum of level T is
 ``min_archs``' entry for T when given (the official config's table: the first entry with
 T <= up_to + bound, else the last), otherwise the choice-wise minimum of the level's pool
@@ -58,8 +63,8 @@ that step's training forward (detached: the same minibatch and weights, train-mo
 so it equals the official extra no-grad forward) instead of a second forward;
 re-scoring uses a no-grad forward with BN batch statistics, frozen running statistics.
 The official training also distils the three level subnets from two external ImageNet
-teachers (not applicable to a user's own data set) and uses AdamW (lr 5e-4, wd 0.05);
-here those three learn from the labels and the optimizer is the engine's. MACs are
+teachers (not applicable to a user's own data set); here those three learn from the
+labels. MACs are
 exact counts (``torch.utils.flop_counter``), so a level holds slightly different archs
 than under the official ``compute_flops`` (which counts the depthwise V conv as one MAC
 per output and adds softmax FLOPs). Works for every family (the space's ``macs_batch``,
@@ -120,6 +125,7 @@ class ElasticViTOptions(BaseModel):
     rescores_per_epoch: int = Field(4, ge=0)  # current bank re-scored this often per epoch
     min_archs: list[MinArch] = []  # the official config's per-level minima; empty: each pool's choice-wise minimum
     agc: float | None = Field(0.1, gt=0)  # adaptive gradient clipping factor (official); null: train.grad_clip
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # official AdamW; sgd: the engine's SGD (train.momentum, nesterov)
 
     @field_validator("levels")
     @classmethod
@@ -402,6 +408,18 @@ class ElasticViT(Strategy):
         self.widths, self.depths = preference_names(space)
         self.given_min = [space.encode(a) for a in self._min_archs()] if o.min_archs else None
         self.min_codes: list[np.ndarray] = list(self.given_min or [])  # per level; from the pools when not given
+
+    @classmethod
+    def train_defaults(cls, options: BaseModel, space: Any) -> dict[str, Any]:
+        """The official AdamW's learning rate and weight decay (config ``final_3min_space.yaml``)."""
+        return {"lr": 5e-4, "weight_decay": 0.05} if getattr(options, "optimizer", "adamw") == "adamw" else {}
+
+    def make_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        """AdamW as the official training (no decay on biases and norms, as timm's
+        ``create_optimizer``); ``optimizer: sgd`` keeps the engine's SGD."""
+        if self.options.optimizer == "sgd":
+            return super().make_optimizer(phase)
+        return torch.optim.AdamW(self.parameter_groups(), lr=phase.lr)
 
     def build_model(self) -> nn.Module:
         """The supernet with dropout off: the official supernet training sets the head
