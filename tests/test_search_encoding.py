@@ -80,6 +80,8 @@ def test_inactive_choices_never_reach_the_sampler(repo, searcher):
     cfg = SearchConfig(searcher=searcher, objectives=["macs", "params"], budget=24, population=8)
     study = optuna.create_study(directions=prob.directions)
     SearchLoop(prob, cfg, study, seed=0, quiet=True).run()
+    expected = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}[searcher]
+    assert isinstance(study.sampler, expected)  # the loop runs the searcher's sampler, not the study's default
     gated = [p.name for p in space.params if p.gate is not None]
     assert gated  # the space has conditional blocks
     skipped = 0

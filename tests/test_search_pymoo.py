@@ -76,7 +76,8 @@ def test_pymoo_nsga2_runs_with_constraints_and_resumes(setup):
         for i, a in enumerate(archs):
             done(i, {"accuracy": synthetic_accuracy(space, a)})
 
-    cfg = SearchConfig(searcher="pymoo_nsga2", objectives=["accuracy", "macs"], budget=48, population=16)
+    cfg = SearchConfig(searcher="pymoo_nsga2", objectives=["accuracy", "macs"], budget=48, population=16,
+                       batch=12)  # rounds smaller than the population: a generation spans rounds
     study = optuna.create_study(directions=prob.directions)
     first = SearchLoop(prob, cfg, study, seed=1, expensive=expensive, quiet=True).run()
     ids = [r["arch_id"] for r in first.records]

@@ -258,13 +258,12 @@ class PymooNSGA2(Searcher):
             self._setup(known)
         for _ in range(100):  # offspring made only of known archs are answered at once
             if self.pending is not None:
+                left = list({a.id: a for a in self.pending[1] if a.id not in known}.values())
+                if left:  # the population asked last is not all evaluated yet (a round smaller than it)
+                    return left[:want]
                 self._tell(known)
             pop = self.algorithm.ask()
-            archs = self.problem.space.decode_batch(self.genome.codes(pop.get("X")))
-            self.pending = (pop, archs)
-            new = list({a.id: a for a in archs if a.id not in known}.values())[:want]
-            if new:
-                return new
+            self.pending = (pop, self.problem.space.decode_batch(self.genome.codes(pop.get("X"))))
         return []
 
     def _tell(self, known: dict[str, dict[str, Any]]) -> None:
@@ -273,9 +272,7 @@ class PymooNSGA2(Searcher):
         from pymoo.problems.static import StaticProblem
 
         pop, archs = self.pending  # type: ignore[misc]
-        worst = {m.name: (-np.inf if m.direction == "maximize" else np.inf) for m in self.problem.all_metrics}
-        recs = [known.get(a.id, {"values": worst}) for a in archs]  # cut by the budget: never evaluated
-        F, G = record_arrays(self.problem, recs)
+        F, G = record_arrays(self.problem, [known[a.id] for a in archs])
         kw = {"F": F, **({"G": G} if G.shape[1] else {})}
         Evaluator().eval(StaticProblem(self.pproblem, **kw), pop)
         self.algorithm.tell(infills=pop)
