@@ -165,7 +165,7 @@ def table(name: str, prob: Any, fn: Callable, ref: int, searchers: list[str], ar
           flush=True)
     out: dict[str, Any] = {}
     for searcher in searchers:
-        cap = min(args.cap or ref, ref)
+        cap = min(args.cap or ref, ref, args.tpe_cap if searcher == "tpe" else ref)
         t0 = time.time()
         need = []
         for s in range(args.seeds):
@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--supernet-ref", type=int, default=None, help="R of the supernet objective (default 200)")
     ap.add_argument("--searchers", default=None, help=f"default: {PREDICTOR_SEARCHERS} (supernet: + gp)")
     ap.add_argument("--cap", type=int, default=None, help="max evaluations of a non-random run (default R)")
+    ap.add_argument("--tpe-cap", type=int, default=500,
+                    help="max evaluations of a tpe run (its asks grow with the study: ~0.1-0.5 s each here)")
     ap.add_argument("--population", type=int, default=25)
     ap.add_argument("--inner-evals", type=int, default=10_000)
     ap.add_argument("--fit-archs", type=int, default=None)

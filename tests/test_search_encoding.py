@@ -104,8 +104,8 @@ def test_duplicates_do_not_count_against_the_budget(tiny):
     assert len(complete) == budget == len(result.records) == len(result.hv_history)
     assert len({t.user_attrs["arch_id"] for t in complete}) == budget
     by_number = {t.number: t for t in study.trials}
-    for t in dups:  # a FAIL trial pointing at the evaluated trial of the same network
-        assert t.state == optuna.trial.TrialState.FAIL
+    for t in dups:  # a PRUNED trial pointing at the evaluated trial of the same network
+        assert t.state == optuna.trial.TrialState.PRUNED
         first = by_number[t.user_attrs["duplicate_of"]]
         assert first.state == optuna.trial.TrialState.COMPLETE
         assert tiny.build(lambda p: t.params[p.name]).id == first.user_attrs["arch_id"]

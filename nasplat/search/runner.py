@@ -4,10 +4,13 @@ supernet accuracy on the Ray evaluator pool, one record per distinct arch.
 Archs are asked define-by-run (:mod:`.encoding`: ordinal choices as integers, inactive
 blocks never asked) and identified by ``Arch.id``. Every arch is evaluated at most once
 per study: a proposal of an arch already evaluated (or already proposed this round) is
-answered from the records without an evaluation and told FAIL with ``duplicate_of``
+answered from the records without an evaluation and told PRUNED with ``duplicate_of``
 naming the trial that holds its values, so it never counts as a COMPLETE trial, against
-``search.budget``, in the hypervolume history or in ``trials.csv`` (and NSGA-II's
-populations stay free of repeats, as with pymoo's duplicate elimination). On resume,
+``search.budget``, in the hypervolume history or in ``trials.csv``. PRUNED rather than
+FAIL because the samplers read it usefully: NSGA-II's populations stay free of repeats
+(as with pymoo's duplicate elimination) and TPE counts a repeat among its "bad" trials,
+so it stops proposing it (with FAIL, which TPE ignores, a converged TPE re-proposed the
+same archs hundreds of times). On resume,
 trials left RUNNING by a killed driver are marked FAIL (their results never reached the
 storage, so their archs are free to be proposed again), and the evaluated set is rebuilt
 from the COMPLETE trials.
@@ -27,13 +30,14 @@ import numpy as np
 import optuna
 
 from ..space import Arch, SearchSpace
-from ..ui import progress_bar
+from ..ui import progress_bar, say
 from .encoding import TrialEncoding
 from .metrics import Constraint, Metric, constraint_values, hypervolume, pareto_mask
 from .searchers import SEARCHERS
 
 ExpensiveFn = Callable[[Sequence[Arch], Callable[[int, dict[str, Any]], None]], Any]
 ENCODING = "ordinal-define-by-run/1"  # recorded in the study: an older study cannot be resumed with it
+DUPLICATE_ASKS = 20  # a round ends the search after this many asks per wanted arch without a new one
 
 
 @dataclass
@@ -188,9 +192,9 @@ class SearchLoop:
             trial.set_constraint(c.text, v)
 
     def _tell_duplicate(self, trial: optuna.trial.Trial, number: int) -> None:
-        """Answered from the records: FAIL, pointing at the trial that holds the values."""
+        """Answered from the records: PRUNED, pointing at the trial that holds the values."""
         trial.set_user_attr("duplicate_of", number)
-        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         self.duplicates += 1
 
     def _ask_round(self, want: int) -> tuple[list[optuna.trial.Trial], list[Arch]]:
@@ -200,7 +204,7 @@ class SearchLoop:
         if proposed is not None:
             for a in proposed[:want]:
                 self.study.enqueue_trial(self.encoding.params(a), skip_if_exists=False)
-        limit = len(proposed[:want]) if proposed is not None else 50 * want + 200
+        limit = len(proposed[:want]) if proposed is not None else DUPLICATE_ASKS * want + 100
         trials: list[optuna.trial.Trial] = []
         archs: list[Arch] = []
         this_round: dict[str, int] = {}
@@ -234,8 +238,10 @@ class SearchLoop:
             bar.advance(min(len(self.known), self.budget))
             while len(self.known) < self.budget:
                 trials, archs = self._ask_round(min(batch, self.budget - len(self.known)))
-                if not archs:
-                    break  # nothing new proposed (a tiny space, or a converged searcher)
+                if not archs:  # a tiny space, or a converged searcher
+                    say(f"search: the {self.cfg.searcher} searcher proposed only archs already evaluated; stopping at "
+                        f"{len(self.known)} of {self.budget}", not self.quiet)
+                    break
                 values = p.cheap_values(archs)
                 done_now: list[dict[str, Any]] = []
                 if p.expensive:
