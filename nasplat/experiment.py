@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .data import DataConfig
+from .device import check_device_spec
 from .errors import UserError
 from .export.config import ExportConfig
 from .hw.profile import ProfileStageConfig
@@ -28,6 +29,8 @@ class ExperimentConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     output_dir: str = "runs"
+    # auto | cpu | cuda | cuda:N, for every stage that runs a network (auto: CUDA when present)
+    device: str = "auto"
     space: str | dict[str, Any]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -45,6 +48,11 @@ class ExperimentConfig(BaseModel):
         if set(v) == {"."}:
             raise ValueError(f"{v!r} is not a run folder name ('.' is runs/ itself, '..' the folder above it)")
         return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device_spec(v)
 
 
 class Experiment:

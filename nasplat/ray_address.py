@@ -43,6 +43,22 @@ def resolve_auto() -> str | None:
     return text or None
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def is_loopback(address: str) -> bool:
+    """True when ``address`` (any accepted form) names a Ray instance on the loopback
+    interface, e.g. one nasplat started itself (a driver joining it must use 127.0.0.1 as
+    its own address too, see :mod:`nasplat.ray_runtime`)."""
+    a = address.strip()
+    if a == "auto":
+        a = resolve_auto() or ""
+    if a.startswith("ray://"):
+        a = a[len("ray://"):]
+    host = a.rpartition(":")[0] if ":" in a else a
+    return host.strip("[]") in LOOPBACK
+
+
 def check_address(address: str, option: str = "--address") -> None:
     """Raise a one-line UserError unless ``address`` names a reachable Ray cluster."""
     a = address.strip()

@@ -1,7 +1,6 @@
 """Shared fixtures: one local Ray instance per test session (never local_mode)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray instance shared by every test that needs one."""
+    """A local Ray instance shared by every test that needs one, started the way nasplat
+    starts one (nasplat.ray_runtime: 127.0.0.1, the package in the runtime_env)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    from nasplat.ray_runtime import start_ray
+
+    start_ray(num_cpus=4)
     yield ray
     # shut down at session end by pytest's atexit in ray; explicit for clarity
     ray.shutdown()

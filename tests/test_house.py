@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parent.parent / "nasplat"
 
 # Modules every stage may use (no stage imports of their own).
 BASE = {"errors", "registry", "io", "paths", "ui", "checkpoint", "onnxio", "ray_address", "cli_args", "_lazy",
-        "lock", "provenance"}
+        "lock", "provenance", "device", "ray_runtime"}
 # Composition roots: they wire the stages together and nothing below imports them.
 ROOTS = {"nasplat", "nasplat.cli", "nasplat.pipeline", "nasplat.experiment", "nasplat.api", "nasplat.bench_cli"}
 # Which stages each stage may import, besides BASE ("down the pipeline").

@@ -29,7 +29,7 @@ space after normalisation, zeros, as the DARTS code does).
 Where it runs: in-memory data sets (digits, cifar10) augment whole batches on the
 batch's device (:class:`BatchAugment`: one ``affine_grid``/``grid_sample`` call for
 crop + flip, vectorised colour jitter and cutout, per-sample random parameters drawn
-from torch's global generator, which the training checkpoint saves); folder data sets
+on the CPU from torch's global generator, which the training checkpoint saves); folder data sets
 build the same pipeline with timm's ``create_transform`` (torchvision ops for
 ``darts``) in the DataLoader workers. Only the training engine asks for augmented
 batches (``DataBundle.batches(..., augment=True)``); BN recalibration, validation,
@@ -181,8 +181,8 @@ class BatchAugment:
         n, _, hh, ww = x.shape
         p = self.cfg.padding
         xp = F.pad(x, (p, p, p, p)) if p else x
-        oy = torch.randint(0, 2 * p + 1, (n,), device=x.device)
-        ox = torch.randint(0, 2 * p + 1, (n,), device=x.device)
+        oy = torch.randint(0, 2 * p + 1, (n,)).to(x.device)  # drawn on the CPU: one RNG on every device
+        ox = torch.randint(0, 2 * p + 1, (n,)).to(x.device)
         rows = (oy[:, None] + torch.arange(hh, device=x.device)[None]).view(n, 1, hh, 1)
         cols = (ox[:, None] + torch.arange(ww, device=x.device)[None])
         flip = self._flips(n).to(x.device) < 0
@@ -224,8 +224,8 @@ class BatchAugment:
         """Zero one ``cutout``-pixel square per image (centre uniform, clipped at borders)."""
         n, _, hh, ww = x.shape
         half = self.cfg.cutout // 2
-        cy = torch.randint(0, hh, (n,), device=x.device).view(n, 1, 1, 1)
-        cx = torch.randint(0, ww, (n,), device=x.device).view(n, 1, 1, 1)
+        cy = torch.randint(0, hh, (n,)).to(x.device).view(n, 1, 1, 1)
+        cx = torch.randint(0, ww, (n,)).to(x.device).view(n, 1, 1, 1)
         ys = torch.arange(hh, device=x.device).view(1, 1, hh, 1)
         xs = torch.arange(ww, device=x.device).view(1, 1, 1, ww)
         hole = (ys >= cy - half) & (ys < cy + half) & (xs >= cx - half) & (xs < cx + half)

@@ -79,10 +79,9 @@ def _ray_measure(models: list[dict[str, Any]], settings: dict[str, Any]) -> list
 
 
 def ensure_ray(address: str | None = None) -> None:
-    import ray
+    from ..ray_runtime import start_ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray(address)
 
 
 def measure_models(models: list[dict[str, Any]], profile: HardwareProfile, protocol: Protocol | None = None,

@@ -31,6 +31,10 @@ class SearchConfig(BaseModel):
     batch: int | None = Field(None, ge=1)  # archs asked per round (default: population)
     workers: int = Field(1, ge=1)  # Ray evaluator actors for supernet accuracy
     cpus_per_worker: float = Field(1.0, gt=0)
+    # GPU share per evaluator (0.25: four evaluators per GPU); None: 0.25 when the experiment's
+    # device is not cpu and the Ray cluster has GPUs, else 0 (evaluators on the CPU)
+    gpus_per_worker: float | None = Field(None, ge=0)
+    eval_timeout: float | None = Field(3600.0, gt=0)  # seconds per evaluation; past it the trial FAILs
     calib_images: int | None = Field(None, ge=1)  # BN recalibration images (default: data.calib_images)
     calib_batch: int = Field(250, ge=1)
     val_images: int | None = Field(None, ge=1)  # validation images (default: the whole val split)

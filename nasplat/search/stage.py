@@ -6,7 +6,6 @@ in memory and written in batches, :mod:`.storage`) unless ``search.storage`` /
 journal (``study.db``, SQLite) is still opened and resumed as it is."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from ..errors import UserError
-from ..paths import REPO_ROOT, supernet_checkpoint
+from ..paths import supernet_checkpoint
 from ..ui import say
 from .config import SearchConfig
 from .metrics import MetricContext, make_metric, parse_constraint
@@ -71,18 +70,11 @@ def open_study_storage(spec: str) -> StudyStorage:
 
 
 def ensure_ray(address: str | None, cpus_needed: float) -> bool:
-    """Connect to ``address`` or start a local Ray instance; True if we started it."""
-    import ray
+    """Connect to ``address`` or start a local Ray instance (:mod:`nasplat.ray_runtime`);
+    True if this call started it."""
+    from ..ray_runtime import start_ray
 
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
-    return True
+    return start_ray(address, num_cpus=cpus_needed)
 
 
 def evaluator_init(exp: Experiment, cfg: SearchConfig, weights: Any) -> dict[str, Any]:
@@ -90,7 +82,42 @@ def evaluator_init(exp: Experiment, cfg: SearchConfig, weights: Any) -> dict[str
             "data": exp.config.data.model_dump(mode="json"), "base_dir": str(exp.base_dir.resolve()),
             "calib_images": cfg.calib_images or exp.config.data.calib_images, "calib_batch": cfg.calib_batch,
             "val_images": cfg.val_images, "threads": max(1, int(cfg.cpus_per_worker)), "seed": exp.config.seed,
-            "channels_last": cfg.channels_last, "validation": cfg.validation}
+            "channels_last": cfg.channels_last, "validation": cfg.validation, "precision": exp.config.train.precision}
+
+
+def evaluator_gpus(exp: Experiment, cfg: SearchConfig) -> float:
+    """GPU share per evaluator actor (Ray must be initialised): ``search.gpus_per_worker``,
+    or 1/4 GPU when the experiment's device is not ``cpu`` and the cluster has GPUs."""
+    import ray
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    device = exp.config.device
+    if device == "cpu":
+        if cfg.gpus_per_worker:
+            raise UserError("search.gpus_per_worker > 0 with device: cpu", exp.path, "search.gpus_per_worker")
+        return 0.0
+    gpus = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (0.25 if has_gpu else 0.0)
+    if (gpus > 0 or device != "auto") and not has_gpu:
+        raise UserError(f"device {device!r} asked for, but the Ray cluster has no GPU", exp.path, "device")
+    return gpus
+
+
+def data_paths(exp: Experiment) -> dict[str, str]:
+    """The experiment's data path, resolved on the driver, by field name."""
+    p = exp.config.data.path
+    return {"data.path": str(exp.resolve(p).resolve())} if p else {}
+
+
+def start_evaluators(exp: Experiment, cfg: SearchConfig, weights: Any) -> Any:
+    """The evaluator pool on the running Ray: every node checks it can read the data,
+    actors with ``search.cpus_per_worker`` CPUs and their GPU share, and the
+    per-evaluation timeout."""
+    from ..ray_runtime import check_paths_on_nodes
+    from .evaluator import EvaluatorPool
+
+    check_paths_on_nodes(data_paths(exp), exp.path)
+    return EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, weights), cfg.max_restarts, cfg.cpus_per_worker,
+                         gpus=evaluator_gpus(exp, cfg), timeout_s=cfg.eval_timeout)
 
 
 def load_supernet_weights(exp: Experiment, weights: str | Path | None = None) -> dict[str, Any]:
@@ -213,10 +240,7 @@ def _run_search(exp: Experiment, resume: bool, force: bool, address: str | None,
             if problem.expensive:
                 tensors = load_supernet_weights(exp, weights)
                 started = ensure_ray(address, cfg.workers * cfg.cpus_per_worker)
-                from .evaluator import EvaluatorPool
-
-                pool = EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, tensors), cfg.max_restarts,
-                                     cfg.cpus_per_worker)
+                pool = start_evaluators(exp, cfg, tensors)
             last = [time.monotonic()]
             loop: SearchLoop
 

@@ -121,18 +121,25 @@ class SubnetEvaluator:
         channels_last: NHWC layout for the subnet and its inputs.
         validation: ``"torch"`` (eager) or ``"onnxruntime"``.
         threads: ONNX Runtime intra-op threads (``validation="onnxruntime"``).
+        device: where the subnets run (the supernet is expected there too); ONNX Runtime
+            validation stays on the CPU.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (``torch.autocast`` around recalibration
+            and validation).
     """
 
     def __init__(self, supernet: Supernet, data: DataBundle, *, calib_images: int | None = None,
                  calib_batch: int = 200, seed: int = 0, val_images: int | None = None, val_batch: int = 500,
-                 channels_last: bool = False, validation: Validation = "torch", threads: int = 1):
+                 channels_last: bool = False, validation: Validation = "torch", threads: int = 1,
+                 device: torch.device | str = "cpu", precision: str = "fp32"):
         import numpy as np
 
         self.supernet = supernet.eval()
         self.space = supernet.space
-        self.calib = calibration_batches(data, calib_images, seed, calib_batch)
+        self.device, self.precision = torch.device(device), precision
+        self.calib = [x.to(self.device) for x in calibration_batches(data, calib_images, seed, calib_batch)]
         n_val = len(data.val) if val_images is None else min(int(val_images), len(data.val))
-        self.val = [(x, y) for x, y, _ in data.batches("val", val_batch, np.arange(n_val))]
+        val_device = self.device if validation == "torch" else None
+        self.val = [(x, y) for x, y, _ in data.batches("val", val_batch, np.arange(n_val), device=val_device)]
         self.channels_last = channels_last
         self.validation = validation
         self.threads = threads
@@ -140,17 +147,21 @@ class SubnetEvaluator:
             self.calib = [x.contiguous(memory_format=torch.channels_last) for x in self.calib]
 
     def evaluate(self, arch: Arch) -> Evaluation:
+        from ..device import autocast
+
         t0 = time.perf_counter()
-        static = self.supernet.extract(arch)
+        static = self.supernet.extract(arch).to(self.device)
         if self.channels_last:
             static = static.to(memory_format=torch.channels_last)
         t1 = time.perf_counter()
         res = self.space.resolution(arch)
-        recalibrate_bn(static, self.calib, res)
+        with autocast(self.device, self.precision):
+            recalibrate_bn(static, self.calib, res)
         static.eval()
         t2 = time.perf_counter()
         if self.validation == "onnxruntime":
-            acc = ort_accuracy(static.to(memory_format=torch.contiguous_format), self.val, res, self.threads)
+            acc = ort_accuracy(static.cpu().to(memory_format=torch.contiguous_format), self.val, res, self.threads)
         else:
-            acc = batch_accuracy(static, self.val, res, self.channels_last)
+            with autocast(self.device, self.precision):
+                acc = batch_accuracy(static, self.val, res, self.channels_last)
         return Evaluation(acc, t1 - t0, t2 - t1, time.perf_counter() - t2)

@@ -1,7 +1,7 @@
 """The ``train:`` section of an experiment (strategy options are validated by the strategy)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,9 +18,12 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(0, ge=0)
     grad_clip: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)  # default: data.batch_size
-    workers: int = Field(1, ge=1)  # >1: data-parallel under Ray Train
-    use_gpu: bool = False
+    workers: int = Field(1, ge=1)  # >1: data-parallel under Ray Train (a GPU each when the device is CUDA)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # torch.autocast; fp16 adds a gradient scaler
+    channels_last: bool = True  # NHWC weights and activations for conv nets (more conv than linear weights)
     checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints; 0 = each epoch end
+    max_failures: int = Field(2, ge=-1)  # Ray Train: restarts from the last checkpoint after a worker dies (-1: no limit)
+    storage_path: str | None = None  # Ray Train checkpoints; every node must see it (NFS path or URI, e.g. s3://...)
     threads: int | None = Field(None, ge=1)  # torch intra-op threads per worker
     init: str | None = None  # start from these weights (nasplat or official OFA checkpoint; relative to the experiment)
     options: dict[str, Any] = {}  # strategy-specific, validated by the strategy

@@ -4,21 +4,30 @@ Per step: zero grads -> ``strategy.step`` (forward/backward of its subnets, grad
 add up) -> all-reduce gradients across workers -> clip (``strategy.clip_gradients``) -> optimizer step -> LR
 schedule (per iteration). Checkpoints capture everything needed to resume bit for bit
 on CPU: weights, optimizer, phase/epoch/step, the torch RNG and strategy state.
+
+Device and format, for every strategy: batches arrive on the experiment's ``device``
+(augmented there, see :mod:`nasplat.data.augment`), ``strategy.step`` runs inside
+``torch.autocast`` for ``train.precision`` (:mod:`.precision`; weights, optimizer
+state and checkpoints stay fp32), and conv nets train in channels_last (the model
+once, each batch as it arrives) unless ``train.channels_last`` is false.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint, save_weights
 from ..data import DataBundle, load_experiment_data
+from ..device import check_precision, is_conv_net, resolve_device
+from ..errors import UserError
 from ..io import append_csv_rows, write_text
 from ..ui import progress_bar, say
 from .distributed import Dist
+from .precision import MixedPrecision
 from .strategies import STRATEGIES, Strategy, StepInfo, TrainContext
 
 if TYPE_CHECKING:
@@ -41,6 +50,11 @@ class Trainer:
         self.batch_size = ctx.cfg.batch_size or data_batch_size  # train.batch_size overrides data's
         self._resume_optimizer: dict[str, Any] | None = None
         self._pending_log: list[dict[str, Any]] = []
+        self.channels_last = ctx.cfg.channels_last and is_conv_net(self.model)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.mp = MixedPrecision(self.model, ctx.device, ctx.cfg.precision)
+        self.on_saved: Callable[[Trainer], None] | None = None  # called on every worker after each save()
 
     # -- checkpoints --------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -48,16 +62,18 @@ class Trainer:
                 "strategy": self.strategy.name, "seed": self.ctx.seed, **self.position}
 
     def save(self) -> None:
-        if not self.ctx.dist.is_main:
-            return
-        self._flush_log()
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
-            "strategy": self.strategy.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        save_checkpoint(self.last, state, self.meta())
+        if self.ctx.dist.is_main:
+            self._flush_log()
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+                "strategy": self.strategy.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "grad_scaler": self.mp.state_dict(),
+            }
+            save_checkpoint(self.last, state, self.meta())
+        if self.on_saved is not None:
+            self.on_saved(self)
 
     def resume(self) -> bool:
         """Load ``last.safetensors`` if present; returns whether it did."""
@@ -67,6 +83,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.strategy.load_state_dict(state.get("strategy", {}))
         torch.set_rng_state(state["torch_rng"])
+        self.mp.load_state_dict(state.get("grad_scaler") or {})
         self._resume_optimizer = state.get("optimizer") or None
         self.position = {k: int(meta[k]) for k in self.position}
         self._truncate_log()
@@ -129,12 +146,15 @@ class Trainer:
                         for g in self.optimizer.param_groups:
                             g["lr"] = g["base_lr"] * strat.lr_factor(it, total, warm)
                         t0 = time.perf_counter()
+                        if self.channels_last and x.dim() == 4:
+                            x = x.contiguous(memory_format=torch.channels_last)
                         self.optimizer.zero_grad(set_to_none=True)
                         info = StepInfo(pi, epoch, step, self.position["global_step"])
-                        out = strat.step(x, y, idx, info)
+                        self.mp.begin_step()
+                        with self.mp.autocast():
+                            out = strat.step(x, y, idx, info)
                         ctx.dist.average_gradients(self.model.parameters())
-                        strat.clip_gradients()
-                        self.optimizer.step()
+                        self.mp.step(self.optimizer, strat.clip_gradients)
                         ctx.dist.broadcast_buffers(self.model)  # BN stats: rank 0's, as DDP does
                         self.position.update(phase=pi, epoch=epoch, step=step + 1,
                                              global_step=self.position["global_step"] + 1)
@@ -177,22 +197,31 @@ class Trainer:
 
 def make_trainer(ctx: TrainContext, data_batch_size: int) -> Trainer:
     cls = STRATEGIES.get(ctx.cfg.strategy, None, "train.strategy")
+    if ctx.cfg.precision == "fp16" and cls.steps_own_optimizer:
+        raise UserError(f"fp16 is not supported with the {cls.name} strategy (it runs an optimizer step of its own "
+                        "inside each training step, which would see loss-scaled gradients); use bf16 or fp32",
+                        None, "train.precision")
     options = cls.parse_options(ctx.cfg.options)
     return Trainer(ctx, cls(ctx, options), data_batch_size)
 
 
 def build_trainer(exp: Experiment, data: DataBundle | None = None, device: torch.device | None = None) -> Trainer:
-    """The trainer for an experiment: seeds, data, supernet and strategy (also what each
-    Ray Train worker runs, where ``Dist`` picks up the worker's process group)."""
+    """The trainer for an experiment: seeds, device, data, supernet and strategy (also
+    what each Ray Train worker runs, where ``Dist`` picks up the worker's process group
+    and ``device`` is the worker's GPU or the CPU)."""
     cfg = exp.config
+    device = device if device is not None else resolve_device(cfg.device, exp.path)
+    check_precision(cfg.train.precision, device, exp.path)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     data = data if data is not None else load_experiment_data(exp)
-    ctx = TrainContext(exp.space, data, cfg.train, cfg.seed, exp.run_dir, device or torch.device("cpu"), Dist(),
-                       exp.base_dir)
-    trainer = make_trainer(ctx, cfg.data.batch_size)
+    ctx = TrainContext(exp.space, data, cfg.train, cfg.seed, exp.run_dir, device, Dist(), exp.base_dir)
+    try:
+        trainer = make_trainer(ctx, cfg.data.batch_size)
+    except UserError as e:
+        raise UserError(e.message, e.file or exp.path, e.field) from None
     if cfg.train.init:  # trained weights to start from (a resumed run then loads its own)
         from ..supernet.ofa_convert import load_weights_into
 

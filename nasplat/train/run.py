@@ -45,8 +45,10 @@ def _train(exp: Experiment, resume: bool, force: bool, address: str | None) -> P
         raise UserError("a partial training run exists; pass --resume to continue it or --force to restart",
                         last, None)
     if exp.config.train.workers > 1:
-        from .ray_train import train_distributed
+        from .ray_train import delete_run, train_distributed
 
+        if force:
+            delete_run(exp)
         exp.write_config()
         return train_distributed(exp, resume=resume, address=address)
     trainer = build_trainer(exp)

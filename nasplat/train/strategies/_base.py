@@ -85,6 +85,9 @@ def derived_rng(*keys: int) -> np.random.Generator:
 class Strategy(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # True when ``step`` runs an optimizer step of its own (PC-DARTS' architecture step):
+    # the engine then refuses fp16, whose loss scaling would reach that step unscaled.
+    steps_own_optimizer: ClassVar[bool] = False
 
     def __init__(self, ctx: TrainContext, options: BaseModel):
         defaults = {k: v for k, v in self.train_defaults(options, ctx.space).items()

@@ -89,6 +89,7 @@ class ClippedSGD(torch.optim.SGD):
 @STRATEGIES.register("pcdarts")
 class PCDarts(Strategy):
     Options = PCDartsOptions
+    steps_own_optimizer = True  # the architecture step (no fp16 loss scaling)
     options: PCDartsOptions
     model: PCDartsNetwork
 
