@@ -33,13 +33,14 @@ def test_killing_an_evaluator_actor_loses_no_trial(ray_session, tmp_path):
     prob = build_problem(exp)
     init = evaluator_init(exp, cfg, load_supernet_weights(exp))
     pool = EvaluatorPool(2, init, cfg.max_restarts, cpus=1)
+    pids = [w["pid"] for w in pool.locations()]  # both built: each takes an arch as soon as it is free
     killed: list[str] = []
 
     def expensive(archs, on_result):
         def cb(i, res):
-            if not killed:  # both actors still have an arch in flight: kill one mid-evaluation
+            if not killed:  # the other actor is mid-evaluation: kill it
                 killed.append(res["arch_id"])
-                ray.kill(pool.actors[0], no_restart=False)
+                ray.kill(pool.actors[1 - pids.index(res["pid"])], no_restart=False)
             on_result(i, res)
         return pool.map(archs, cb)
 

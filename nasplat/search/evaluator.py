@@ -292,7 +292,6 @@ class EvaluatorPool:
                 return
             self._done.append(Completed(task.key, task.arch, error=e.cause if e.cause is not None else e))
         except (RayActorError, ActorDiedError, ActorUnavailableError):
-            self.restarts_seen += 1
             if task.attempts > self.max_restarts + 1:
                 self._done.append(Completed(task.key, task.arch, error=EvaluatorLost(
                     f"arch {task.arch.id}: its evaluator died on {task.attempts} attempts")))
@@ -302,6 +301,7 @@ class EvaluatorPool:
 
     def _actor_died(self, a: int) -> None:
         """Ray restarts the actor (its constructor runs again); out of restarts, a fresh one."""
+        self.restarts_seen += 1
         self.failures[a] += 1
         for ref, (b, task, _) in list(self._running.items()):  # its queued calls are lost with it
             if b == a:

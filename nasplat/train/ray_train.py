@@ -15,7 +15,8 @@ Where files go (the one place this is stated):
 * Workers never write into the driver's run folder, so nodes need not share it:
   rank 0 writes its checkpoints, log and weights into a run folder local to its own
   node, and after each checkpoint (``train.checkpoint_every`` steps, each epoch end)
-  reports that ``supernet/`` folder to Ray Train (``ray.train.report``).
+  reports that ``supernet/`` folder to Ray Train (``ray.train.report``); files other
+  ranks write there (per-rank traces) join the same checkpoint.
 * Ray Train persists the reported checkpoints under ``train.storage_path`` (default:
   ``<run folder>/ray`` on the driver, enough on one machine; on a multi-node cluster
   it must be storage every node sees: an NFS path or a pyarrow URI such as
@@ -28,8 +29,14 @@ Where files go (the one place this is stated):
 Failures: when a worker dies, Ray Train restarts the worker group (up to
 ``train.max_failures`` times) and every worker restores the last reported checkpoint
 (``ray.train.get_checkpoint``), so a killed worker costs at most one checkpoint
-interval. ``nasplat train --resume`` after the driver itself died continues the same
-Ray Train run from its storage; ``--force`` deletes it.
+interval past the last checkpoint Ray Train registered. ``nasplat train --resume`` after
+the driver itself died continues the same Ray Train run from its storage; ``--force``
+deletes it.
+
+Ray floor (setup.cfg): 2.51, the first release with Ray Train V2 on by default
+(ray-project/ray#57857), whose ``ray.train.report(metrics, checkpoint=...)``,
+``ray.train.get_checkpoint()`` and ``RunConfig(storage_path=..., failure_config=...,
+checkpoint_config=...)`` this module uses; tested with Ray 2.60.
 """
 from __future__ import annotations
 
@@ -86,16 +93,37 @@ def _experiment(payload: dict[str, Any], output_dir: Path) -> Experiment:
     return Experiment(config, path, space_from_dict(config.space, path, "space"))
 
 
-def _report(trainer: Any) -> None:
-    """After each checkpoint, on every worker (``ray.train.report`` is a barrier): rank
-    0 hands its ``supernet/`` folder to Ray Train."""
-    import ray.train
+def _files(folder: Path) -> dict[str, int]:
+    """Relative path -> modification time (ns) of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
-    metrics = {k: int(v) for k, v in trainer.position.items()}
-    if trainer.ctx.dist.is_main:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(trainer.dir)))
-    else:
-        ray.train.report(metrics)
+
+class _Reporter:
+    """After each checkpoint, on every worker (``ray.train.report`` is a barrier): rank 0
+    hands its whole ``supernet/`` folder to Ray Train; another rank hands the files it
+    wrote itself (e.g. PA&DA's per-rank traces), which Ray merges into the same
+    checkpoint, or nothing."""
+
+    def __init__(self, folder: Path):
+        self.seen = _files(folder) if folder.is_dir() else {}  # as restored from a checkpoint
+
+    def __call__(self, trainer: Any) -> None:
+        import ray.train
+
+        metrics = {k: int(v) for k, v in trainer.position.items()}
+        if trainer.ctx.dist.is_main:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(trainer.dir)))
+            return
+        now = _files(trainer.dir) if trainer.dir.is_dir() else {}
+        mine = [f for f, t in now.items() if self.seen.get(f) != t]
+        if not mine:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="nasplat-rank-") as tmp:
+            for f in mine:
+                (Path(tmp) / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(trainer.dir / f, Path(tmp) / f)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _worker(payload: dict[str, Any]) -> None:
@@ -127,7 +155,8 @@ def _worker(payload: dict[str, Any]) -> None:
             say(f"resuming from the last checkpoint at phase {trainer.position['phase']}, epoch "
                 f"{trainer.position['epoch']}, step {trainer.position['step']} (global step "
                 f"{trainer.position['global_step']})", dist.is_main)
-        trainer.on_saved = _report
+        report = _Reporter(trainer.dir)
+        trainer.on_saved = report
         trainer.fit()
         mine = (weights_digest(trainer.model), ray.get_runtime_context().get_node_id())
         gathered: list[Any] = [None] * dist.world_size
@@ -138,7 +167,7 @@ def _worker(payload: dict[str, Any]) -> None:
                                                                "nodes": [n for _, n in gathered]}, indent=1) + "\n")
         if len(set(digests)) != 1:
             raise RuntimeError(f"workers ended with different weights: {digests}")
-        _report(trainer)  # the final weights and replicas.json reach the driver in this checkpoint
+        report(trainer)  # the final weights and replicas.json reach the driver in this checkpoint
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
