@@ -52,13 +52,10 @@ def package_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
-def runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
+def runtime_env() -> dict[str, Any]:
     """The job's runtime environment: the package and the quiet-worker hook."""
-    env: dict[str, Any] = {"py_modules": [str(package_dir())], "excludes": ["__pycache__", "*.pyc"],
-                           "worker_process_setup_hook": "nasplat.ray_runtime.quiet_worker"}
-    if env_vars:
-        env["env_vars"] = dict(env_vars)
-    return env
+    return {"py_modules": [str(package_dir())], "excludes": ["__pycache__", "*.pyc"],
+            "worker_process_setup_hook": "nasplat.ray_runtime.quiet_worker"}
 
 
 def quiet_worker() -> None:
@@ -131,8 +128,7 @@ def _loopback_only(on: bool) -> None:
                                                                          not ray_constants.IS_WINDOWS_OR_OSX)
 
 
-def start_ray(address: str | None = None, *, num_cpus: float | None = None, log_to_driver: bool = False,
-              env_vars: dict[str, str] | None = None) -> bool:
+def start_ray(address: str | None = None, *, num_cpus: float | None = None, log_to_driver: bool = False) -> bool:
     """Join ``address`` or start a local instance; True if this call started Ray (the
     caller then stops it with :func:`stop_ray`). A Ray already initialised in this
     process is used as it is."""
@@ -141,7 +137,7 @@ def start_ray(address: str | None = None, *, num_cpus: float | None = None, log_
     if ray.is_initialized():
         return False
     _quiet_driver()
-    common: dict[str, Any] = {"runtime_env": runtime_env(env_vars), "log_to_driver": log_to_driver,
+    common: dict[str, Any] = {"runtime_env": runtime_env(), "log_to_driver": log_to_driver,
                               "configure_logging": False}
     if address:
         from .ray_address import is_loopback

@@ -49,7 +49,11 @@ def _node_ports() -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    """This process's environment without what an earlier local Ray start left in it
+    (loopback-only mode would keep the head from taking a second node)."""
+    from nasplat.ray_runtime import LOOPBACK_ONLY_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS", LOOPBACK_ONLY_ENV)}
     return {**env, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -241,6 +245,7 @@ def test_train_and_search_on_two_nodes(cluster, repo, tmp_path):
     out = proc.communicate(timeout=400)[0]
     assert proc.returncode == 0, out[-4000:]
     console_is_clean(out)
+    assert "search: 2 evaluator(s) on 2 Ray node(s), cpu" in out
     import pandas as pd
 
     trials = pd.read_csv(tmp_path / "runs" / "cl" / "search" / "trials.csv")

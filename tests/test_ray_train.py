@@ -40,4 +40,4 @@ def test_two_workers_hold_identical_weights(ray_session, tmp_path):
     assert sorted(p.name for p in d.iterdir()) == sorted(
         ["last.safetensors", "last.json", "supernet.safetensors", "supernet.json", "train_log.csv",
          REPLICAS_FILE, "phase_0_teacher.safetensors", "phase_0_teacher.json",
-         "phase_1_expand-2.safetensors", "phase_1_expand-2.json"])
+         "phase_1_expand-2.safetensors", "phase_1_expand-2.json", "provenance.json"])

@@ -79,6 +79,19 @@ class SupernetEvaluator:
                  base_dir: str | None, calib_images: int | None, calib_batch: int = 250,
                  val_images: int | None = None, threads: int = 1, seed: int = 0, channels_last: bool = False,
                  validation: str = "torch", device: str = "cpu", precision: str = "fp32"):
+        # An exception here would kill the actor and Ray would restart it, again and again
+        # (a node that cannot read the data): it is kept and raised by where() / set_weights(),
+        # so the pool reports the original error once.
+        self.init_error: Exception | None = None
+        try:
+            self._build(space, weights, data, base_dir, calib_images, calib_batch, val_images, threads, seed,
+                        channels_last, validation, device, precision)
+        except Exception as e:  # noqa: BLE001 - handed to the driver unchanged
+            self.init_error = e
+
+    def _build(self, space: dict[str, Any], weights: dict[str, np.ndarray] | str | None, data: dict[str, Any],
+               base_dir: str | None, calib_images: int | None, calib_batch: int, val_images: int | None,
+               threads: int, seed: int, channels_last: bool, validation: str, device: str, precision: str) -> None:
         import torch
 
         from ..data import DataConfig, load_data
@@ -106,12 +119,16 @@ class SupernetEvaluator:
         """Load the supernet's weights (numpy arrays by state-dict key); returns :meth:`where`."""
         import torch
 
+        if self.init_error is not None:
+            raise self.init_error
         self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
         self.awaiting_weights = False
         return self.where()
 
     def evaluate(self, arch_json: str) -> dict[str, Any]:
         """extract -> BN recalibration -> validation of one arch (:class:`SubnetEvaluator`)."""
+        if self.init_error is not None:
+            raise self.init_error
         if self.awaiting_weights:
             raise WeightsMissing("this evaluator has no weights yet")
         arch = self.space.arch(Arch.from_json(arch_json))
@@ -120,6 +137,8 @@ class SupernetEvaluator:
                 "recal_s": ev.recal_s, "val_s": ev.val_s, "node": self.node, "pid": self.pid}
 
     def where(self) -> dict[str, Any]:
+        if self.init_error is not None:
+            raise self.init_error
         return {"node": self.node, "pid": self.pid, "device": str(self.device)}
 
 
@@ -276,7 +295,7 @@ class EvaluatorPool:
                 self._ready[a] = True
             except (RayActorError, ActorDiedError, ActorUnavailableError):
                 self._actor_died(a)
-            except RayTaskError as e:  # the constructor raised: the evaluator cannot start at all
+            except RayTaskError as e:  # building the evaluator failed: it cannot start at all
                 raise (e.cause if e.cause is not None else e) from None
             return
         a, task, _ = self._running.pop(ref)

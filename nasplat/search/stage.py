@@ -108,16 +108,25 @@ def data_paths(exp: Experiment) -> dict[str, str]:
     return {"data.path": str(exp.resolve(p).resolve())} if p else {}
 
 
-def start_evaluators(exp: Experiment, cfg: SearchConfig, weights: Any) -> Any:
+def start_evaluators(exp: Experiment, cfg: SearchConfig, weights: Any, quiet: bool = False) -> Any:
     """The evaluator pool on the running Ray: every node checks it can read the data,
     actors with ``search.cpus_per_worker`` CPUs and their GPU share, and the
-    per-evaluation timeout."""
+    per-evaluation timeout; returns once every evaluator is built."""
     from ..ray_runtime import check_paths_on_nodes
     from .evaluator import EvaluatorPool
 
     check_paths_on_nodes(data_paths(exp), exp.path)
-    return EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, weights), cfg.max_restarts, cfg.cpus_per_worker,
+    pool = EvaluatorPool(cfg.workers, evaluator_init(exp, cfg, weights), cfg.max_restarts, cfg.cpus_per_worker,
                          gpus=evaluator_gpus(exp, cfg), timeout_s=cfg.eval_timeout)
+    try:  # every evaluator built before the first trial: a node that cannot build one fails here, once
+        where = pool.locations()
+    except BaseException:
+        pool.shutdown()
+        raise
+    devices = sorted({w["device"] for w in where})
+    say(f"search: {len(where)} evaluator(s) on {len({w['node'] for w in where})} Ray node(s), {', '.join(devices)}",
+        not quiet)
+    return pool
 
 
 def load_supernet_weights(exp: Experiment, weights: str | Path | None = None) -> dict[str, Any]:
@@ -240,7 +249,7 @@ def _run_search(exp: Experiment, resume: bool, force: bool, address: str | None,
             if problem.expensive:
                 tensors = load_supernet_weights(exp, weights)
                 started = ensure_ray(address, cfg.workers * cfg.cpus_per_worker)
-                pool = start_evaluators(exp, cfg, tensors)
+                pool = start_evaluators(exp, cfg, tensors, quiet)
             last = [time.monotonic()]
             loop: SearchLoop
 
