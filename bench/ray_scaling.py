@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import machine, today  # noqa: E402
+from bench._common import machine, today, trained_experiment  # noqa: E402
 
 EXP = Path(__file__).resolve().parent / "search_digits.yaml"
 
@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from nasplat.experiment import load_experiment
     from nasplat.hw.stage import stratified_archs
     from nasplat.search.evaluator import EvaluatorPool
     from nasplat.search.stage import ensure_ray, evaluator_init, load_supernet_weights
 
-    exp = load_experiment(EXP)
+    header = f"# ray_scaling  {today()}  {machine()}"  # the load average before the measurement
+    exp = trained_experiment(EXP, quick=args.quick)  # --quick: a 2-epoch supernet of its own (path check only)
     cfg = exp.config.search.model_copy(update={"calib_images": args.calib})
     started = ensure_ray(args.address, 3)  # 1 + 2 actors alive at once (only one pool busy at a time)
     try:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = pools[w].map(archs)
                 rates[w].append(len(res) / (time.perf_counter() - t0))
         ratio = [b / a for a, b in zip(rates[1], rates[2])]
-        print(f"# ray_scaling  {today()}  {machine()}")
+        print(header)
         print(f"Ray {ray.__version__}, cluster CPUs {ray.cluster_resources().get('CPU')}; {n} archs of "
               f"{exp.space.config.name} per round (calib {args.calib} images, full val split), {rounds} rounds")
         print("\n| workers | evals/s per round | median evals/s |")
