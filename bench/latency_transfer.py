@@ -2,8 +2,9 @@
 already profiled as the prior (issue 13, item 7).
 
 Known device: ``local-cpu`` (fp32), through its fitted predictor — the shipped one
-(``predictors/ofa_mbv3_small/local-cpu``, 300 archs of this machine) or, with
-``--base-run``, the one in that run folder. New device: ``local-cpu-int8`` (the same
+(``predictors/ofa_mbv3_small/local-cpu``, 300 archs) when it was measured on a machine
+like this one, the one in ``--base-run`` when given, else one fitted here on
+``--base-archs`` (300) archs the bench measures first (``runs/bench_latency_transfer_base``). New device: ``local-cpu-int8`` (the same
 CPU, static INT8 quantisation: other kernels, another latency shape). The bench measures
 the new device itself, now (timing-sensitive: run it on an idle machine):
 
@@ -57,6 +58,26 @@ def measured(exp, n: int, seed: int, name: str, quick: bool):
     return archs, latency_target(rows, "profile")
 
 
+def known_predictor(exp, args):
+    """(the known device's predictor, where it comes from): see the module docstring."""
+    from nasplat.errors import UserError
+    from nasplat.hw.stage import latency_target, measurements_path, profile_experiment, read_measurements
+    from nasplat.predict import LearnedPredictor, load_latency_predictor
+
+    try:
+        return load_latency_predictor(args.base_run, KNOWN, exp.space), (args.base_run or "the shipped predictor")
+    except UserError as e:
+        print(f"{e.message}: measuring {args.base_archs} archs of {KNOWN} here first", flush=True)
+    cfg = exp.config
+    exp.config = cfg.model_copy(update={"name": "bench_latency_transfer_base" + ("_quick" if args.quick else "")})
+    profile_experiment(exp, KNOWN, args.base_archs, quiet=False)
+    rows = read_measurements(measurements_path(exp.run_dir, KNOWN))
+    archs = [exp.space.arch(json.loads(r["arch"])) for r in rows]
+    exp.config = cfg
+    return (LearnedPredictor(exp.space).fit(archs, latency_target(rows, "profile")),
+            f"learned, fitted here on {len(archs)} measured archs")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.latency_transfer", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="30 + 20 archs, a short protocol, n = 10 / 20 / 30")
@@ -64,20 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="comma list of n (default 25,50,100,200)")
     ap.add_argument("--base-run", default=None, help="run folder holding predictors/local-cpu (default: shipped)")
+    ap.add_argument("--base-archs", type=int, default=None,
+                    help="archs of local-cpu to measure when no predictor of it describes this machine (300)")
     args = ap.parse_args(argv)
     n_train = args.train or (30 if args.quick else 200)
     n_test = args.test or (20 if args.quick else 100)
+    args.base_archs = args.base_archs or (40 if args.quick else 300)
     sizes = [int(s) for s in (args.sizes or ("10,20,30" if args.quick else "25,50,100,200")).split(",")]
 
     from nasplat.experiment import load_experiment
     from nasplat.hw.stage import stratified_archs
-    from nasplat.predict import LearnedPredictor, TransferPredictor, load_latency_predictor, regression_metrics
+    from nasplat.predict import LearnedPredictor, TransferPredictor, regression_metrics
 
     t0 = time.time()
     exp = load_experiment(HERE / "latency_small.yaml")
     space = exp.space
-    base = load_latency_predictor(args.base_run, KNOWN, space)
     print(f"# latency_transfer  {today()}  {machine()}")
+    base, base_note = known_predictor(exp, args)
     train_archs, train_y = measured(exp, n_train, 11, "bench_latency_transfer", args.quick)
     order = {a.id: i for i, a in enumerate(stratified_archs(space, n_train, 11))}
     keep = sorted((i for i, a in enumerate(train_archs) if a.id in order), key=lambda i: order[train_archs[i].id])
@@ -87,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = {a.id for a in train_archs}
     fresh = [i for i, a in enumerate(test_archs) if a.id not in seen][:n_test]
     test_archs, test_y = [test_archs[i] for i in fresh], test_y[fresh]
-    print(f"known device {KNOWN}: predictor {'shipped' if args.base_run is None else args.base_run}; new device {NEW}: "
+    print(f"known device {KNOWN}: {base_note}; new device {NEW}: "
           f"{len(train_archs)} training archs (seed 11), {len(test_archs)} fresh test archs (seed 12); "
           f"measured in {time.time() - t0:.0f} s")
     prior = regression_metrics(test_y, np.exp(np.polyval(np.polyfit(np.log(base.predict(train_archs)),
