@@ -155,3 +155,19 @@ def test_journal_drops_a_torn_tail_and_refuses_a_second_writer(tmp_path):
         f.write(json.dumps({"op_code": 3, "worker_id": "w", "study_id": 0, "system_attr": {"k": 1}}) + "\n")
     with pytest.raises(UserError, match="another process"):
         again.flush()
+
+
+def test_an_rdb_url_still_holds_the_study(tmp_path):
+    from _search_helpers import write_experiment
+    from nasplat.experiment import load_experiment
+    from nasplat.search.stage import run_search
+
+    p = write_experiment(tmp_path, {"searcher": "random", "objectives": ["macs", "params"], "budget": 3,
+                                    "population": 3}, save_supernet=False)
+    exp = load_experiment(p)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    run_search(exp, storage=url, quiet=True, print_table=False)
+    study = optuna.load_study(study_name=exp.config.name, storage=url)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+    assert study.metric_names == ["macs", "params"]
+    assert not (exp.run_dir / "search" / "study.journal").exists()
