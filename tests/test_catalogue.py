@@ -386,6 +386,19 @@ def b_bundle_no_manifest(root: Path) -> list[str]:
     return ["device-run", name, "--out", "out.csv"]
 
 
+def b_bundle_missing(root: Path) -> list[str]:
+    return ["device-run", "no_such_bundle.tar", "--out", "out.csv"]
+
+
+def b_shipped_predictor_other_machine(root: Path) -> list[str]:
+    """latency@ a profile with 2 threads, no predictor of the run's own: the shipped one
+    (measured with 1 thread) is refused, not used silently."""
+    (root / "two.yaml").write_text("name: local-cpu\nintra_op_threads: 2\n")
+    (root / "exp.yaml").write_text("name: cat\nspace: ofa_mbv3_small\nhardware: [two.yaml]\n"
+                                   "search: {objectives: [macs, latency@local-cpu], budget: 4, population: 2}\n")
+    return ["search", "exp.yaml"]
+
+
 def b_arch_bad_value(root: Path) -> list[str]:
     return ["export", write_exp(root), "--arch", '{"k0_0": 4}']
 
@@ -460,7 +473,7 @@ CASES = [
     Case("missing_experiment", b_missing_experiment, "experiment file not found", "nope/exp.yaml", None, True),
     Case("experiment_is_folder", b_experiment_is_folder, "not found", "exp.yaml", None),
     Case("space_info_missing", b_space_info_missing, "search space file not found", "spaces/nothing.yaml", None),
-    Case("space_binary", b_space_binary, "", "space.yaml", None),
+    Case("space_binary", b_space_binary, "not a text file", "space.yaml", None),
     Case("data_folder_empty", b_folder({"train/a": 0, "train/b": 0}), "no images found", "imgs/train",
          "data.path"),
     Case("data_folder_loose_images", b_folder({"train": 3}), "image outside a class folder", "imgs/train",
@@ -505,6 +518,9 @@ CASES = [
     Case("bundle_symlink", b_bundle_symlink, "is not a regular file", "bundle.tar", None),
     Case("bundle_not_tar", b_bundle_not_tar, "not a readable tar bundle", "bundle.tar", None),
     Case("bundle_no_manifest", b_bundle_no_manifest, "bundle has no manifest.json", "bundle.tar", None),
+    Case("bundle_missing", b_bundle_missing, "bundle not found", "no_such_bundle.tar", None, True),
+    Case("shipped_predictor_other_machine", b_shipped_predictor_other_machine,
+         "intra_op_threads 1 there, 2 here", None, "device"),
     Case("arch_bad_value", b_arch_bad_value, "4 is not one of [3, 5]", None, "--arch"),
     Case("arch_unknown_choice", b_arch_unknown_choice, "choice 'kernel_size' is not in space", None, "--arch"),
     Case("arch_not_json", b_arch_not_json, "not valid JSON", None, "--arch"),

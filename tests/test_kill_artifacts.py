@@ -8,8 +8,8 @@ the header's column count on every row, every SQLite database passes
 ``PRAGMA integrity_check``, every Optuna journal (``.journal``) replays, every ``.onnx``
 passes ``onnx.checker``. A temp file left
 by the kill (``.<name>.*.tmp``, the atomic-write convention of ``nasplat.io``) is not
-a real artifact: it is reported, never read, and the resumed run must complete
-regardless and not trust it. The resumed run then ends with whole, complete outputs.
+a real artifact: it is reported, never read, the resumed run must complete regardless
+and not trust it, and removes it. The resumed run then ends with whole, complete outputs.
 
 (The kill tests of the stages' own resume semantics — identical weights, nothing
 re-measured, no duplicate evaluation — live with each stage's tests.)
@@ -138,6 +138,7 @@ def test_kill_train_mid_run(tmp_path):
     finish(tmp_path, ["train", exp.name, "--resume"])
     counts = check_whole(tmp_path / "runs")
     assert (run / "supernet.safetensors").exists()
+    assert counts.get("temp", 0) == 0, "the abandoned temp file was not cleaned by the next run"
     with open(log, newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and int(rows[-1]["step"]) > 0, rows[-1]
@@ -156,7 +157,7 @@ def test_kill_profile_mid_run(tmp_path):
     assert 2 <= len(done) < 10 and len(set(done)) == len(done)
     (csv_path.parent / ".measurements.csv.k1ll3d.tmp").write_text("profile,arch_id\nlocal-cpu,half")
     finish(tmp_path, ["profile", exp.name, "--device", "local-cpu", "--quiet"])
-    check_whole(tmp_path / "runs")
+    assert check_whole(tmp_path / "runs").get("temp", 0) == 0
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     ids = [r["arch_id"] for r in rows]
@@ -165,7 +166,11 @@ def test_kill_profile_mid_run(tmp_path):
 
 
 def test_kill_search_mid_run(tmp_path):
-    exp = write_exp(tmp_path, "search: {objectives: [macs, params], searcher: nsga2, budget: 16, population: 4}\n")
+    # a budget far beyond the kill point in a space too large for duplicates to slow the sampler
+    # down, so the kill lands mid-search on any machine
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: k\nseed: 0\nspace: ofa_mbv3_small\n"
+                   "search: {objectives: [macs, params], searcher: nsga2, budget: 150, population: 4}\n")
     out = tmp_path / "runs" / "k" / "search"
     journal = out / "study.journal"
 
@@ -183,12 +188,13 @@ def test_kill_search_mid_run(tmp_path):
 
     proc = start(tmp_path, ["search", exp.name])
     killed = kill_when(proc, started, 0.2)
+    assert killed, "the search finished before the kill"
     check_whole(tmp_path / "runs")
-    if killed:
-        finish(tmp_path, ["search", exp.name, "--resume"])
+    assert not (out / "trials.csv").exists() or len((out / "trials.csv").read_text().splitlines()) < 151
+    finish(tmp_path, ["search", exp.name, "--resume"])
     counts = check_whole(tmp_path / "runs")
     assert counts.get("journal") == 1 and counts.get("csv", 0) >= 2, counts
     with open(out / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     ids = [r["arch_id"] for r in rows]
-    assert len(set(ids)) == len(ids) == 16
+    assert len(set(ids)) == len(ids) == 150

@@ -14,7 +14,6 @@ from nasplat.supernet import resize
 from nasplat.train.losses import label_smoothed_ce, soft_target_ce
 from nasplat.train.run import build_trainer, train_experiment
 from nasplat.train.strategies import StepInfo
-from nasplat.train.strategies.progressive_shrinking import OFA_SCHEDULE
 
 NAMES = ["teacher", "kernel", "depth/1", "depth/2", "expand/1", "expand/2"]
 
@@ -169,4 +168,3 @@ def test_all_six_phases_run_log_and_checkpoint(tmp_path):
     lrs = [float(r["lr"]) for r in per_phase["kernel"]]
     assert lrs[-1] < 0.1 * max(lrs)
     assert float(per_phase["teacher"][-1]["loss"]) < float(per_phase["teacher"][0]["loss"])
-    assert OFA_SCHEDULE[0][0] == "teacher"

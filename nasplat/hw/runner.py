@@ -213,7 +213,10 @@ def safe_extract(tar_path: str | Path, dest: str | Path, max_bytes: int = MAX_BU
                 if m.size > MAX_MEMBER_BYTES:
                     raise BundleError(f"bundle member {m.name!r} is {m.size} bytes (limit {MAX_MEMBER_BYTES})")
                 total += m.size
-            free = shutil.disk_usage(dest).free
+            existing = dest
+            while not existing.exists():
+                existing = existing.parent
+            free = shutil.disk_usage(existing).free
             if total > min(max_bytes, free):
                 where = f"the limit of {max_bytes} bytes" if total > max_bytes else f"the {free} bytes free in {dest}"
                 raise BundleError(f"bundle would extract to {total} bytes, more than {where}")

@@ -8,7 +8,11 @@ coordinate descent (every value of every choice, kept when it moves the metric t
 the limit) from the best probe. For the monotone cost models of the shipped families
 (a larger choice never costs less) the descent reaches the true optimum, so the
 reported closest arch is the best the space offers; for others it is the best found.
-Constraints on the accuracy (a fraction in [0, 1]) are checked against that range.
+Constraints on the accuracy (a fraction in [0, 1]) are checked against that range; a
+predicted accuracy is probed like any cheap metric; an accuracy measured on the supernet
+is checked once the evaluators run (:func:`check_accuracy_reachable`): the largest
+subnet is evaluated first, and ``accuracy >= L`` with L above its accuracy stops the
+search before it spends the budget.
 """
 from __future__ import annotations
 
@@ -78,10 +82,31 @@ def check_feasible(space: SearchSpace, metrics: Sequence[Metric], constraints: S
             if (c.op == ">=" and c.limit > 1.0) or (c.op == "<=" and c.limit < 0.0):
                 raise UserError(f"no arch can satisfy {c.text!r}: accuracy lies in [0%, 100%]; the closest any "
                                 f"arch can come is {'100%' if c.op == '>=' else '0%'}", file, field)
-            continue
+            if m.expensive:
+                continue  # measured on the supernet: check_accuracy_reachable, once evaluators run
         if m.compute is None:
             continue
         arch, value = closest_arch(space, m, c)
         if not c.ok(value):
             raise UserError(f"no arch can satisfy {c.text!r}: the closest arch found (id {arch.id}) has "
                             f"{m.name} {_fmt(value, m)}: {arch.to_json()}", file, field)
+
+
+def check_accuracy_reachable(space: SearchSpace, constraints: Sequence[Constraint], evaluate: Any,
+                             file: Any = None) -> None:
+    """Evaluate the space's largest subnet (``evaluate(archs)`` -> result dicts) and raise a
+    UserError for an ``accuracy >= L`` constraint it misses: in a supernet trained with
+    the sandwich rule or progressive shrinking the largest subnet is the most accurate
+    (it is trained at every step), so no arch is expected to reach L. A heuristic, named
+    as such in the message; costs one evaluation, outside the budget."""
+    cons = [(i, c) for i, c in enumerate(constraints) if c.metric == "accuracy" and c.op == ">="]
+    if not cons:
+        return
+    arch = space.max_arch()
+    acc = float(evaluate([arch])[0]["accuracy"])
+    for i, c in cons:
+        if not c.ok(acc):
+            raise UserError(f"no arch is expected to satisfy {c.text!r}: the largest subnet (id {arch.id}), the most "
+                            f"accurate in a supernet trained with the sandwich rule or progressive shrinking, has "
+                            f"{acc * 100:.2f}%; the search stops before spending its budget", file,
+                            f"search.constraints.{i}")

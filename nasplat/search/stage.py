@@ -250,6 +250,10 @@ def _run_search(exp: Experiment, resume: bool, force: bool, address: str | None,
                 tensors = load_supernet_weights(exp, weights)
                 started = ensure_ray(address, cfg.workers * cfg.cpus_per_worker)
                 pool = start_evaluators(exp, cfg, tensors, quiet)
+                if not known:  # an accuracy constraint the largest subnet misses stops here
+                    from .feasibility import check_accuracy_reachable
+
+                    check_accuracy_reachable(exp.space, problem.constraints, pool.map, exp.path)
             last = [time.monotonic()]
             loop: SearchLoop
 

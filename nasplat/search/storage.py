@@ -24,6 +24,7 @@ import optuna
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from ..errors import UserError
+from ..io import deferred_interrupt
 
 JOURNAL_NAME = "study.journal"
 
@@ -60,9 +61,10 @@ class BufferedJournal(BaseJournalBackend):
         if self.path.stat().st_size != self._size:
             raise UserError("another process wrote to this study file during the search; one search per "
                             "journal file (use an RDB URL for several drivers)", self.path)
-        self._file.append_logs(self._pending)
-        self._pending = []
-        self._size = self.path.stat().st_size
+        with deferred_interrupt():  # Ctrl-C in the middle would leave _size behind the file
+            self._file.append_logs(self._pending)
+            self._pending = []
+            self._size = self.path.stat().st_size
 
 
 def _drop_torn_tail(path: Path) -> None:
