@@ -1,231 +1,349 @@
-"""Ranking consistency: does the supernet rank subnets like stand-alone training does?
+"""Ranking consistency: does a supernet rank subnets as stand-alone training does?
 
-``nasplat bench ranking [EXP] [--quick]`` (also ``python -m bench.ranking``):
+``nasplat bench ranking [--quick]`` (also ``python -m bench.ranking``). The protocol and
+the decision rule are fixed here, before any run:
 
-1. A fixed set of archs (``--archs``, default 20) spread over MACs: 4000 archs drawn
-   with a fixed seed, sorted by MACs, one taken at each of N evenly spaced quantiles.
-2. Each arch trained stand-alone from scratch (fresh init, SGD + cosine, label
-   smoothing) for ``--standalone-epochs`` with ``--standalone-seeds`` seeds; these runs
-   are Ray Tune trials in parallel; results are cached in the output folder, so a
-   re-run only trains what is missing.
-3. One supernet per strategy and seed (``--seeds``), all at the same budget counted in
-   *subnet-steps* (forward+backward of one subnet on one batch): each strategy gets the
-   ``train.epochs`` whose phases come closest to ``--budget`` (sandwich trains 4 subnets
-   a step so it gets a quarter of uniform's epochs). The subnet-steps each run really
-   took are read from its train log and reported. Also Ray Tune trials, also cached.
-4. Each arch's supernet-inherited accuracy and loss on the val split (extract + BN
-   recalibration, ``nasplat.supernet.evaluate.evaluate_arch``); Kendall τ (tau-b,
-   ties handled) and Spearman ρ (scipy) against the stand-alone mean, per strategy and
-   seed, on accuracy and on val loss (accuracies on small data tie; losses do not).
+1. Spaces: an mbv3 space (``bench/ranking_space.yaml``) and a NAS-Bench-201-shaped cell
+   space (``bench/ranking_nb201.yaml``), digits (scikit-learn's, embedded).
+2. Ground truth: 30 archs per space at evenly spaced MACs quantiles of 4000 random ones
+   (cell archs whose output is cut off from the input excluded: they are constant
+   functions), each trained stand-alone from scratch to convergence (20 epochs, SGD
+   Nesterov lr 0.1 cosine, no label smoothing) with 3 seeds; metric: val loss (primary),
+   val accuracy (secondary). The seed-vs-seed Kendall τ of the ground truth (mean over the
+   seed pairs) is reported first; a space whose τ is below 0.7 is not ranked (its
+   ground truth cannot tell the archs apart) and no supernet is trained for it.
+3. Supernets: per space the strategies (mbv3: uniform, pada, pada_iw — PA&DA with
+   importance weights —, sandwich, progressive_shrinking, elasticvit; cell space:
+   uniform, pada, pada_iw, sandwich), 5 seeds each, at an equal budget of subnet-steps
+   (one forward + backward of one subnet on one batch; each strategy gets the
+   ``train.epochs`` whose phases come closest to ``--budget`` = 1500); seed s gives every
+   strategy the same initial weights and the same epoch order (a strategy that samples
+   data, PA&DA, changes it by design). Each arch of the set is evaluated through each
+   supernet: extract, BN recalibration on 500 training images, val loss and accuracy.
+4. Statistics per strategy: Kendall τ (tau-b) between supernet and ground-truth val loss,
+   mean over seeds, with a 95% bootstrap interval over archs and seeds (2000 resamples);
+   Δτ against uniform paired by seed and arch (same resamples) with its interval; τ
+   within MACs terciles (size alone inflates a global τ); τ on accuracy (secondary).
+5. Decision rule: "A ≥ uniform" only when the lower bound of Δτ(A − uniform) is above
+   −0.05; otherwise the data do not show it. The goal (DESIGN §9, P6): τ ≥ 0.8 for the
+   best strategy and PA&DA ≥ uniform by this rule; anchor: PA&DA ranks NAS-Bench-201
+   better than SPOS/uniform sampling (Lu et al., CVPR 2023, Table 1).
 
-Defaults: digits, the small space ``bench/ranking_space.yaml``, the strategies
-``uniform``, ``sandwich``, ``pada``, ``pada_iw`` (PA&DA with 1/(N·p) importance weights),
-plus ``elasticvit`` and ``progressive_shrinking`` when registered. ``EXP`` takes the
-space, data and ``train:`` settings of an experiment; ``--data cifar10:PATH`` or
-``--data folder:PATH`` swaps the data set (the bench space then takes the data's
-channels and a resolution range ending at ``--resolution``). Writes ``ranking.csv``,
-``ranking.md``, ``standalone.csv`` and ``scatter_<strategy>.png`` to ``--out``.
+Caching: every trial's result is a JSON file under ``--out``/cache whose key holds the
+git commit (plus a digest of uncommitted changes), the protocol, the space, the data and
+the job; a re-run reuses matching files and the report marks those rows "cached".
+Trials run as Ray Tune trials (one CPU each, ``--cpus`` at a time; a local Ray instance
+unless ``--address``). ``--quick`` is a smoke test (9 archs, 2+2 seeds, tiny budgets):
+its figures are no verdict.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
+import hashlib
 import json
-import os
+import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH_SPACE = REPO / "bench" / "ranking_space.yaml"
+SPACES = {"mbv3": REPO / "bench" / "ranking_space.yaml", "nb201": REPO / "bench" / "ranking_nb201.yaml"}
 
-# bench variant -> (strategy, options); options small enough for the bench space
+# bench variant -> (strategy, options)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "uniform": ("uniform", {}),
-    "sandwich": ("sandwich", {"num_random": 2}),
     "pada": ("pada", {}),
     "pada_iw": ("pada", {"importance_weights": True}),
-    "elasticvit": ("elasticvit", {"num_levels": 4, "pool_size": 2000, "pool_max_draws": 200000,
-                                  "bank_size": 20, "big_bank_size": 10}),
+    "sandwich": ("sandwich", {"num_random": 2}),
     "progressive_shrinking": ("progressive_shrinking", {}),
+    "elasticvit": ("elasticvit", {"levels": "auto", "num_levels": 4, "pool_size": 500, "bank_size": 10,
+                                  "big_bank_size": 5, "p_bank_every": 10}),
 }
+STRATEGIES_OF = {"mbv3": ["uniform", "pada", "pada_iw", "sandwich", "progressive_shrinking", "elasticvit"],
+                 "nb201": ["uniform", "pada", "pada_iw", "sandwich"]}
+MIN_GT_TAU = 0.7
+MARGIN = 0.05
 
 
-# -- the set up, shared by the driver and the trials ---------------------------------
-def _space(space_cfg: dict[str, Any]):
+@dataclass(frozen=True)
+class Protocol:
+    """Every option that shapes a result (all of it enters the cache key)."""
+
+    archs: int = 30
+    gt_seeds: int = 3
+    gt_epochs: int = 20
+    gt_lr: float = 0.1
+    seeds: int = 5
+    budget: int = 1500
+    lr: float = 0.1
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 5.0
+    batch_size: int = 64
+    calib_images: int = 500
+    resamples: int = 2000
+
+
+QUICK = Protocol(archs=9, gt_seeds=2, gt_epochs=3, seeds=2, budget=120, resamples=300)
+
+
+# -- the set-up, shared by the driver and the trials ---------------------------------
+def _space(cfg: dict[str, Any]):
     from nasplat.space import space_from_dict
 
-    return space_from_dict(space_cfg, "ranking space")
+    return space_from_dict(cfg, "ranking space")
 
 
-def _data(data_cfg: dict[str, Any], channels: int, base_dir: str):
+def _data(cfg: dict[str, Any], channels: int):
     from nasplat.data import DataConfig, load_data
 
-    return load_data(DataConfig(**data_cfg), channels, Path(base_dir))
+    return load_data(DataConfig(**cfg), channels, REPO)
+
+
+def data_config(space, p: Protocol) -> dict[str, Any]:
+    return {"name": "digits", "resolution": max(space.resolutions()), "batch_size": p.batch_size,
+            "calib_images": p.calib_images}
+
+
+def connected(space, arch) -> bool:
+    """False for a cell arch whose output no path of non-``none`` ops reaches."""
+    if space.family != "darts_cell":
+        return True
+    c = space.config
+    geno = space.genotype_of(arch)
+    for cell in [g for g in (geno["normal"], geno.get("reduce")) if g is not None]:
+        live = set(range(c.cell_inputs))
+        for j, node in enumerate(cell):
+            if any(src in live for _, src in node):
+                live.add(c.cell_inputs + j)
+        outs = range(c.cell_inputs, c.cell_inputs + c.nodes) if c.output == "concat" else [c.cell_inputs + c.nodes - 1]
+        if not any(o in live for o in outs):
+            return False
+    return True
 
 
 def pick_archs(space, n: int, seed: int = 12345) -> list:
-    """``n`` distinct archs at evenly spaced MACs quantiles of 4000 random ones."""
+    """``n`` distinct connected archs at evenly spaced MACs quantiles of 4000 random ones."""
     rng = np.random.default_rng(seed)
-    pool = {a.id: a for a in (space.sample(rng) for _ in range(4000))}
+    pool = {a.id: a for a in (space.sample(rng) for _ in range(4000)) if connected(space, a)}
     archs = sorted(pool.values(), key=lambda a: (space.macs(a), a.id))
-    out, seen = [], set()
-    for q in np.linspace(0, len(archs) - 1, n * 3):
-        a = archs[int(round(q))]
-        if a.id not in seen:
-            seen.add(a.id)
-            out.append(a)
-    # thin to n, keeping the spread
-    keep = np.linspace(0, len(out) - 1, n).round().astype(int)
-    return [out[i] for i in keep]
+    return [archs[int(round(q))] for q in np.linspace(0, len(archs) - 1, n)]
 
 
-def _eval_static(static, data, resolution: int) -> tuple[float, float]:
-    """(accuracy, mean CE loss) of a static net on the val split."""
+def _evaluate(net, data, resolution: int) -> tuple[float, float]:
+    """(val accuracy, mean val CE) of a static net in eval mode."""
     import torch
     import torch.nn.functional as F
 
     from nasplat.supernet import resize
 
-    static.eval()
-    correct = total = 0
-    loss = 0.0
+    net.eval()
+    correct, loss, total = 0, 0.0, 0
     with torch.no_grad():
         for x, y, _ in data.batches("val", 500):
-            out = static(resize(x, resolution))
+            out = net(resize(x, resolution))
             correct += int((out.argmax(1) == y).sum())
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             total += len(y)
-    return correct / max(1, total), loss / max(1, total)
+    return correct / total, loss / total
 
 
-def train_standalone(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one arch from scratch; returns its val accuracy and loss."""
+def train_ground_truth(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one arch from scratch with each seed; its val accuracy and loss per seed."""
     import torch
     import torch.nn.functional as F
 
-    from nasplat.supernet import build_supernet, resize
+    from nasplat.supernet import resize
+    from nasplat.supernet.standalone import build_standalone
 
-    torch.set_num_threads(job.get("threads", 1))
+    torch.set_num_threads(1)
+    p = Protocol(**job["protocol"])
     space = _space(job["space"])
-    data = _data(job["data"], space.config.input_channels, job["base_dir"])
+    data = _data(job["data"], space.config.input_channels)
     arch = space.arch(job["arch"])
     res = space.resolution(arch)
-    torch.manual_seed(job["seed"])
-    net = build_supernet(space).extract(arch).train()
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    rest = [p for p in net.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": job["weight_decay"]},
-                           {"params": rest, "weight_decay": 0.0}],
-                          lr=job["lr"], momentum=0.9, nesterov=True)
-    bs, n = job["batch_size"], len(data.train)
-    steps = max(1, n // bs)
-    total = steps * job["epochs"]
-    rng = np.random.default_rng(job["seed"] + 7)
+    out = []
     t0 = time.perf_counter()
-    it = 0
-    for _ in range(job["epochs"]):
-        for x, y, _ in data.batches("train", bs, rng.permutation(n), drop_last=True):
-            for g in opt.param_groups:
-                g["lr"] = job["lr"] * 0.5 * (1 + np.cos(np.pi * it / total))
-            loss = F.cross_entropy(net(resize(x, res)), y, label_smoothing=job["label_smoothing"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            it += 1
-    acc, vloss = _eval_static(net, data, res)
-    return {"arch": arch.id, "seed": job["seed"], "acc": acc, "loss": vloss, "macs": space.macs(arch),
-            "params": space.num_params(arch), "seconds": time.perf_counter() - t0}
+    for seed in range(p.gt_seeds):
+        torch.manual_seed(seed)
+        net = build_standalone(space, arch=dict(arch)).train()
+        decay = [q for q in net.parameters() if q.ndim > 1]
+        rest = [q for q in net.parameters() if q.ndim <= 1]
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-5}, {"params": rest, "weight_decay": 0.0}],
+                              lr=p.gt_lr, momentum=0.9, nesterov=True)
+        n = len(data.train)
+        steps = n // p.batch_size
+        total, it = steps * p.gt_epochs, 0
+        rng = np.random.default_rng([seed, 101])
+        for _ in range(p.gt_epochs):
+            for x, y, _ in data.batches("train", p.batch_size, rng.permutation(n), drop_last=True):
+                for g in opt.param_groups:
+                    g["lr"] = p.gt_lr * 0.5 * (1 + np.cos(np.pi * it / total))
+                loss = F.cross_entropy(net(resize(x, res)), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                it += 1
+        acc, vloss = _evaluate(net, data, res)
+        out.append({"seed": seed, "acc": acc, "loss": vloss})
+    return {"arch": arch.id, "macs": space.macs(arch), "seeds": out, "seconds": time.perf_counter() - t0}
 
 
 def train_supernet(job: dict[str, Any]) -> dict[str, Any]:
     """Train one supernet with a strategy, then evaluate every arch of the set through it."""
+    import csv
     import shutil
 
     import torch
 
-    from nasplat.space import Arch
-    from nasplat.supernet.evaluate import evaluate_arch
+    from nasplat.supernet.evaluate import extract_calibrated
     from nasplat.train.config import TrainConfig
     from nasplat.train.distributed import Dist
     from nasplat.train.engine import make_trainer
     from nasplat.train.strategies import TrainContext
 
-    torch.set_num_threads(job.get("threads", 1))
+    torch.set_num_threads(1)
+    p = Protocol(**job["protocol"])
     space = _space(job["space"])
-    data = _data(job["data"], space.config.input_channels, job["base_dir"])
+    data = _data(job["data"], space.config.input_channels)
     run_dir = Path(job["run_dir"])
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = TrainConfig(**job["train"])
-    torch.manual_seed(job["seed"])
+    torch.manual_seed(job["seed"])  # the same initial weights for every strategy of this seed
     np.random.seed(job["seed"])
-    ctx = TrainContext(space, data, cfg, job["seed"], run_dir, torch.device("cpu"), Dist())
+    ctx = TrainContext(space, data, TrainConfig(**job["train"]), job["seed"], run_dir, torch.device("cpu"), Dist())
     t0 = time.perf_counter()
-    trainer = make_trainer(ctx, job["batch_size"])
-    net = trainer.fit()
+    net = make_trainer(ctx, p.batch_size).fit()
     train_s = time.perf_counter() - t0
-    subnet_steps = 0
     with open(run_dir / "supernet" / "train_log.csv") as f:
-        for row in csv.DictReader(f):
-            subnet_steps += len(row["archs"].split(";")) if row["archs"] else 0
-    out = {}
+        subnet_steps = sum(len(row["archs"].split(";")) for row in csv.DictReader(f) if row["archs"])
+    archs = {}
     for values in job["archs"]:
         arch = space.arch(values)
-        acc, static = evaluate_arch(net, arch, data, job["calib_images"])
-        _, vloss = _eval_static(static, data, space.resolution(arch))
-        out[arch.id] = {"acc": acc, "loss": vloss}
-    return {"variant": job["variant"], "seed": job["seed"], "epochs": cfg.epochs, "subnet_steps": subnet_steps,
-            "train_seconds": train_s, "archs": out}
+        acc, loss = _evaluate(extract_calibrated(net, arch, data, p.calib_images), data, space.resolution(arch))
+        archs[arch.id] = {"acc": acc, "loss": loss}
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"variant": job["variant"], "seed": job["seed"], "epochs": ctx.cfg.epochs, "subnet_steps": subnet_steps,
+            "train_seconds": train_s, "archs": archs}
 
 
-def _tune_trial(config: dict[str, Any]) -> None:
+def _trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     job = config["job"]
     try:
-        fn = train_standalone if job["kind"] == "standalone" else train_supernet
-        result = fn(job)
-        if job.get("key") is not None and Path(job["cache"]).parent.is_dir():
-            # cache at once where the output folder is visible (a killed bench keeps what finished)
-            from nasplat.io import write_json
+        result = (train_ground_truth if job["kind"] == "gt" else train_supernet)(job)
+        from nasplat.io import write_json
 
-            write_json(job["cache"], {**result, "key": job["key"],
-                                      **({"planned": job["planned"]} if "planned" in job else {})})
+        write_json(job["cache"], {"key": job["key"], "result": result})  # at once: a killed bench keeps it
     except Exception as e:  # reported, not raised: one failing strategy must not stop the bench
         result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     tune.report({"result": json.dumps(result)})
 
 
-def run_jobs(jobs: list[dict[str, Any]], name: str, out: Path, cpus: int) -> list[dict[str, Any]]:
-    """Run jobs as Ray Tune trials (one CPU each, ``cpus`` at a time)."""
+def run_jobs(jobs: list[dict[str, Any]], out: Path, cpus: int, address: str | None) -> list[dict[str, Any]]:
+    """Run jobs as Ray Tune trials (one CPU each); results in job order."""
     if not jobs:
         return []
+    import ray
     from ray import tune
 
+    if not ray.is_initialized():
+        kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        ray.init(address=address, **kw) if address else ray.init(num_cpus=cpus, **kw)
     tuner = tune.Tuner(
-        tune.with_resources(_tune_trial, {"cpu": 1}),
+        tune.with_resources(_trial, {"cpu": 1}),
         param_space={"job": tune.grid_search(jobs)},
         tune_config=tune.TuneConfig(max_concurrent_trials=cpus, reuse_actors=False),
-        run_config=tune.RunConfig(name=name, storage_path=str((out / "tune").resolve()), verbose=0),
+        run_config=tune.RunConfig(name="ranking", storage_path=str((out / "tune").resolve()), verbose=0),
     )
-    results = []
+    by_cache: dict[str, dict[str, Any]] = {}
     for r in tuner.fit():
+        job = r.config["job"]
         if r.error is not None or "result" not in (r.metrics or {}):
-            results.append({"error": str(r.error).splitlines()[-1] if r.error else "no result",
-                            "job": r.config["job"]})
-            continue
-        res = json.loads(r.metrics["result"])
-        res["job"] = r.config["job"]
-        results.append(res)
-    return results
+            by_cache[job["cache"]] = {"error": str(r.error).splitlines()[-1] if r.error else "no result"}
+        else:
+            by_cache[job["cache"]] = json.loads(r.metrics["result"])
+    return [by_cache[j["cache"]] for j in jobs]
+
+
+# -- caching -----------------------------------------------------------------------------
+def code_version() -> str:
+    """The git commit of the checkout, plus a digest of uncommitted changes to tracked files."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "HEAD").strip() or "unknown"
+    diff = git("diff", "HEAD", "--", "nasplat", "bench")
+    return commit + (f"+{hashlib.sha1(diff.encode()).hexdigest()[:12]}" if diff else "")
+
+
+def cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return entry["result"] if entry.get("key") == json.loads(json.dumps(key)) else None
+
+
+# -- statistics -------------------------------------------------------------------------------
+def tau(a, b) -> float:
+    from scipy.stats import kendalltau
+
+    if len(set(np.round(a, 12))) < 2 or len(set(np.round(b, 12))) < 2:
+        return float("nan")
+    return float(kendalltau(a, b).statistic)
+
+
+def mean_tau(sn: np.ndarray, gt: np.ndarray, archs: np.ndarray | None = None, seeds: np.ndarray | None = None) -> float:
+    """Mean over (resampled) seeds of τ(supernet, ground truth) on (resampled) archs; ``sn``
+    is seeds x archs."""
+    archs = np.arange(sn.shape[1]) if archs is None else archs
+    seeds = np.arange(sn.shape[0]) if seeds is None else seeds
+    return float(np.nanmean([tau(sn[s, archs], gt[archs]) for s in seeds]))
+
+
+def bootstrap(sn: dict[str, np.ndarray], gt: np.ndarray, base: str, resamples: int, seed: int = 0
+              ) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float, float]]]:
+    """95% intervals of each strategy's mean τ and of its Δτ against ``base`` (paired:
+    the same resampled archs and seed indices for both) over archs and seeds."""
+    rng = np.random.default_rng(seed)
+    n_archs, n_seeds = gt.shape[0], min(v.shape[0] for v in sn.values())
+    draws: dict[str, list[float]] = {v: [] for v in sn}
+    for _ in range(resamples):
+        a = rng.integers(n_archs, size=n_archs)
+        s = rng.integers(n_seeds, size=n_seeds)
+        for v, m in sn.items():
+            draws[v].append(mean_tau(m, gt, a, s))
+    ci = {v: tuple(np.nanpercentile(d, [2.5, 97.5])) for v, d in draws.items()}
+    delta = {}
+    if base in sn:
+        for v in sn:
+            if v != base:
+                dd = np.array(draws[v]) - np.array(draws[base])
+                point = mean_tau(sn[v][:n_seeds], gt) - mean_tau(sn[base][:n_seeds], gt)
+                lo, hi = np.nanpercentile(dd, [2.5, 97.5])
+                delta[v] = (point, float(lo), float(hi))
+    return ci, delta  # type: ignore[return-value]
+
+
+def terciles(macs: np.ndarray) -> list[np.ndarray]:
+    order = np.argsort(macs, kind="stable")
+    return [np.sort(part) for part in np.array_split(order, 3)]
+
+
+def seed_agreement(per_seed: np.ndarray) -> tuple[float, list[float]]:
+    """Mean and list of pairwise τ between the ground truth's seeds (rows)."""
+    pairs = [tau(per_seed[i], per_seed[j]) for i in range(len(per_seed)) for j in range(i + 1, len(per_seed))]
+    return float(np.mean(pairs)) if pairs else float("nan"), pairs
 
 
 # -- equal budget ----------------------------------------------------------------------
-def epochs_for_budget(strategy: str, options: dict[str, Any], base_train: dict[str, Any], space, data,
+def epochs_for_budget(strategy: str, options: dict[str, Any], train: dict[str, Any], space, data,
                       budget: int, batch_size: int) -> tuple[int, int]:
     """(train.epochs, planned subnet-steps) whose phases come closest to ``budget``."""
     import torch
@@ -239,316 +357,217 @@ def epochs_for_budget(strategy: str, options: dict[str, Any], base_train: dict[s
     steps_per_epoch = max(1, len(data.train) // batch_size)
 
     def planned(e: int) -> int:
-        cfg = TrainConfig(**{**base_train, "epochs": e, "strategy": strategy, "options": options})
+        cfg = TrainConfig(**{**train, "epochs": e, "strategy": strategy, "options": options})
         ctx = TrainContext(space, data, cfg, 0, Path("/nonexistent"), torch.device("cpu"), Dist())
-        phases = cls(ctx, opts).phases()
-        return sum(p.epochs * p.subnets_per_step for p in phases) * steps_per_epoch
+        return sum(ph.epochs * ph.subnets_per_step for ph in cls(ctx, opts).phases()) * steps_per_epoch
 
-    best = (1, planned(1))
-    e = 1
-    while best[1] < budget and e < 1000:
-        e = e + 1 if e < 8 else int(e * 1.15) + 1
-        s = planned(e)
-        if abs(s - budget) <= abs(best[1] - budget):
-            best = (e, s)
-        if s >= budget:
-            break
-    # refine between the last two candidates
-    lo = max(1, best[0] - 6)
-    for e2 in range(lo, best[0] + 7):
-        s = planned(e2)
-        if abs(s - budget) < abs(best[1] - budget):
-            best = (e2, s)
-    return best
+    one, two = planned(1), planned(2)
+    if two == 2 * one:  # one phase: proportional to the epochs
+        e = max(1, int(round(budget / one)))
+        return e, e * one
+    lo, hi = 1, 2
+    while planned(hi) < budget and hi < 10_000:  # planned(e) grows with e: bracket, then bisect
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if planned(mid) < budget else (lo, mid)
+    return min(((e, planned(e)) for e in (lo, hi)), key=lambda es: (abs(es[1] - budget), es[0]))
 
 
-# -- metrics, table, plots ---------------------------------------------------------------
-def correlations(sn: list[float], sa: list[float]) -> tuple[float, float]:
-    from scipy.stats import kendalltau, spearmanr
-
-    if len(set(sn)) < 2 or len(set(sa)) < 2:
-        return float("nan"), float("nan")
-    return float(kendalltau(sn, sa).statistic), float(spearmanr(sn, sa).statistic)
-
-
-def _scatter(path: Path, variant: str, sa: dict[str, float], runs: list[dict[str, Any]], archs: list) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for r, m in zip(runs, "os^vD"):
-        xs = [sa[a.id] for a in archs]
-        ys = [r["archs"][a.id]["acc"] for a in archs]
-        ax.scatter(xs, ys, marker=m, alpha=0.7, label=f"seed {r['seed']}: τ={r['tau_acc']:.2f}")
-    ax.set_xlabel("stand-alone val accuracy")
-    ax.set_ylabel("supernet-inherited val accuracy")
-    ax.set_title(f"{variant}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    from nasplat.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
+# -- the driver -------------------------------------------------------------------------------
 def _fmt(v: float) -> str:
     return "n/a" if v != v else f"{v:.3f}"
 
 
-# -- driver ---------------------------------------------------------------------------------
-def _setup(args: argparse.Namespace):
-    import yaml
-
-    from nasplat.data import DataConfig
-    from nasplat.space import read_yaml
-    from nasplat.train.config import TrainConfig
-
-    train = {"lr": 0.2, "warmup_epochs": 1.0}
-    data_cfg: dict[str, Any] = {"name": "digits", "resolution": 12, "batch_size": 64, "calib_images": 500}
-    base_dir = str(REPO)
-    space_cfg = None
-    if args.experiment:
-        from nasplat.experiment import load_experiment
-
-        exp = load_experiment(args.experiment)
-        data_cfg = exp.config.data.model_dump()
-        base_dir = str(exp.base_dir.resolve())
-        t = exp.config.train.model_dump()
-        train = {k: t[k] for k in ("lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
-                                   "warmup_epochs", "grad_clip")}
-        space_cfg = exp.space.config.model_dump(mode="json")
-    if args.space:
-        space_cfg = read_yaml(args.space, "search space file")
-    if args.data:
-        name, _, path = args.data.partition(":")
-        data_cfg = {**data_cfg, "name": name, "path": str(Path(path).resolve()) if path else None}
-        if args.resolution:
-            data_cfg["resolution"] = args.resolution
-        if space_cfg is None:  # the bench space, adapted to the data's channels and size
-            space_cfg = yaml.safe_load(BENCH_SPACE.read_text())
-            probe = _data({**data_cfg}, 3, base_dir)
-            r = int(data_cfg.get("resolution", probe.resolution))
-            space_cfg.update(input_channels=probe.channels, num_classes=probe.num_classes,
-                             resolutions=sorted({max(8, int(round(r * f / 2)) * 2) for f in (2 / 3, 5 / 6, 1.0)}))
-    if space_cfg is None:
-        space_cfg = yaml.safe_load(BENCH_SPACE.read_text())
-    TrainConfig(**train)
-    DataConfig(**data_cfg)
-    return space_cfg, data_cfg, base_dir, train
+def _ci(lo_hi: tuple[float, float]) -> str:
+    return f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="nasplat bench ranking", description=__doc__.split("\n\n")[0])
-    ap.add_argument("experiment", nargs="?", help="experiment YAML (space, data, train settings)")
-    ap.add_argument("--space", help="space YAML (default: the experiment's, else bench/ranking_space.yaml)")
-    ap.add_argument("--data", help="NAME[:PATH], e.g. cifar10:/data/cifar-10-batches-py (default: digits)")
-    ap.add_argument("--resolution", type=int, help="stored image size with --data")
-    ap.add_argument("--strategies", help="comma-separated variants (default: all registered of "
-                    + ", ".join(VARIANTS) + ")")
-    ap.add_argument("--archs", type=int, default=20)
-    ap.add_argument("--seeds", type=int, default=2, help="supernet seeds")
-    ap.add_argument("--standalone-seeds", type=int, default=2)
-    ap.add_argument("--standalone-epochs", type=int, default=2,
-                    help="short on purpose: digits saturates near 98-99%% and ties hurt tau")
-    ap.add_argument("--standalone-lr", type=float, default=0.3)
-    ap.add_argument("--budget", type=int, default=600, help="subnet-steps per supernet")
-    ap.add_argument("--calib-images", type=int, default=500)
-    ap.add_argument("--cpus", type=int, default=2, help="parallel trials (local Ray instance)")
-    ap.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
-    ap.add_argument("--out", help="output folder (default runs/ranking_<space>_<data>)")
-    ap.add_argument("--quick", action="store_true", help="1 stand-alone seed, a smaller budget")
+    ap.add_argument("--spaces", default="mbv3,nb201", help="comma-separated: " + ", ".join(SPACES))
+    ap.add_argument("--strategies", help="comma-separated variants (default per space: "
+                    + "; ".join(f"{k}: {', '.join(v)}" for k, v in STRATEGIES_OF.items()) + ")")
+    ap.add_argument("--cpus", type=int, default=2, help="trials at a time (local Ray instance)")
+    ap.add_argument("--address", help="Ray cluster address (default: a local instance)")
+    ap.add_argument("--out", default="runs/ranking", help="output and cache folder")
+    ap.add_argument("--quick", action="store_true", help="a smoke test: 9 archs, 2+2 seeds, tiny budgets, no verdict")
+    ap.add_argument("--budget", type=int, help=f"subnet-steps per supernet (default {Protocol.budget})")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.standalone_seeds = 1
-        args.budget = min(args.budget, 300)
+    proto = QUICK if args.quick else Protocol()
+    if args.budget:
+        proto = replace(proto, budget=args.budget)
 
     sys.path.insert(0, str(REPO))
+    import yaml
+
     from bench._common import machine, today
-    from nasplat.train.strategies import STRATEGIES
+    from nasplat.errors import UserError
+    from nasplat.io import write_text
     from nasplat.ui import say
 
-    space_cfg, data_cfg, base_dir, train = _setup(args)
-    space = _space(space_cfg)
-    data = _data(data_cfg, space.config.input_channels, base_dir)
-    out = Path(args.out or f"runs/ranking_{space.config.name}_{data_cfg['name']}")
-    out.mkdir(parents=True, exist_ok=True)
-    names = args.strategies.split(",") if args.strategies else [v for v, (s, _) in VARIANTS.items()
-                                                               if s in STRATEGIES]
-    for v in names:
-        if v not in VARIANTS and v not in STRATEGIES:
-            from nasplat.errors import UserError
-
+    spaces = args.spaces.split(",")
+    for name in spaces:
+        if name not in SPACES:
+            raise UserError(f"unknown space {name!r} (known: {', '.join(SPACES)})", None, "--spaces")
+    chosen = args.strategies.split(",") if args.strategies else None
+    for v in chosen or []:
+        if v not in VARIANTS:
             raise UserError(f"unknown strategy {v!r} (known: {', '.join(VARIANTS)})", None, "--strategies")
-    archs = pick_archs(space, args.archs)
-    key = {"space": space.hash(), "data": data_cfg, "train": train}
-    bs = int(data_cfg["batch_size"])
-    say(f"ranking: {len(archs)} archs, MACs {space.macs(archs[0]):,}..{space.macs(archs[-1]):,}; "
-        f"strategies {', '.join(names)}; {args.seeds} seed(s); budget {args.budget} subnet-steps; out {out}")
+    out = Path(args.out) / ("quick" if args.quick else "full")
+    version = code_version()
+    header = [f"Machine: {machine()}; {today()}; code {version}.",
+              f"Protocol: {json.dumps(asdict(proto))}; decision rule: A ≥ uniform iff the lower bound of the 95% "
+              f"interval of Δτ(A − uniform) > −{MARGIN}; spaces are ranked only when the ground truth's "
+              f"seed-vs-seed τ ≥ {MIN_GT_TAU}." + (" QUICK MODE: a smoke test, no verdict." if args.quick else "")]
+    say("\n".join(header))
+    t_start = time.perf_counter()
 
-    # stand-alone ------------------------------------------------------------------------
-    sa_dir = out / "standalone"
-    sa_dir.mkdir(exist_ok=True)
-    common = {"space": space_cfg, "data": data_cfg, "base_dir": base_dir, "batch_size": bs, "threads": 1}
-    sa_jobs, sa_results = [], []
-    for a in archs:
-        for s in range(args.standalone_seeds):
-            f = sa_dir / f"{a.id}_s{s}_e{args.standalone_epochs}_lr{args.standalone_lr:g}.json"
-            if f.exists() and json.loads(f.read_text()).get("key") == key:
-                sa_results.append(json.loads(f.read_text()))
-                continue
-            sa_jobs.append({**common, "kind": "standalone", "arch": dict(a), "seed": s,
-                            "epochs": args.standalone_epochs, "lr": args.standalone_lr,
-                            "weight_decay": train.get("weight_decay", 3e-5),
-                            "label_smoothing": train.get("label_smoothing", 0.1), "cache": str(f.resolve()),
-                            "key": key})
-    # supernets --------------------------------------------------------------------------
-    sn_dir = out / "supernets"
-    sn_dir.mkdir(exist_ok=True)
-    sn_jobs, sn_results = [], []
-    for v in names:
-        strat, opts = VARIANTS.get(v, (v, {}))
-        try:
-            epochs, planned = epochs_for_budget(strat, opts, train, space, data, args.budget, bs)
-        except Exception as e:  # a strategy that cannot run on this space is reported, not fatal
-            say(f"  {v}: cannot plan ({type(e).__name__}: {e})")
-            sn_results.append({"variant": v, "seed": -1, "error": f"{type(e).__name__}: {e}"})
-            continue
-        for s in range(args.seeds):
-            f = sn_dir / f"{v}_s{s}_b{args.budget}.json"
-            if f.exists() and json.loads(f.read_text()).get("key") == {**key, "archs": [a.id for a in archs]}:
-                sn_results.append(json.loads(f.read_text()))
-                continue
-            tr = {**train, "strategy": strat, "options": opts, "epochs": epochs, "threads": 1}
-            sn_jobs.append({**common, "kind": "supernet", "variant": v, "seed": s, "train": tr,
-                            "archs": [dict(a) for a in archs], "calib_images": args.calib_images,
-                            "run_dir": str((sn_dir / f"{v}_s{s}").resolve()), "planned": planned,
-                            "cache": str(f.resolve()), "key": {**key, "archs": [a.id for a in archs]}})
-    todo = len(sa_jobs) + len(sn_jobs)
-    say(f"  cached: {len(sa_results)} stand-alone, {len(sn_results)} supernet; to run: {len(sa_jobs)} "
-        f"stand-alone, {len(sn_jobs)} supernet trials")
-    t0 = time.perf_counter()
-    if todo:
-        import ray
-
-        started = False
-        if not ray.is_initialized():
-            kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                                      runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-            if args.address:
-                ray.init(address=args.address, **kw)
+    # set-up and ground truth -----------------------------------------------------------------
+    setups, gt_jobs, gt_found = {}, [], {}
+    for name in spaces:
+        cfg = yaml.safe_load(SPACES[name].read_text())
+        space = _space(cfg)
+        dcfg = data_config(space, proto)
+        archs = pick_archs(space, proto.archs)
+        setups[name] = (cfg, space, dcfg, archs)
+        for a in archs:
+            key = {"code": version, "protocol": asdict(proto), "space": cfg, "data": dcfg, "kind": "gt", "arch": dict(a)}
+            path = out / "cache" / name / f"gt_{a.id}.json"
+            hit = cached(path, key)
+            if hit is not None:
+                gt_found[(name, a.id)] = (hit, True)
             else:
-                ray.init(num_cpus=args.cpus, **kw)
-            started = True
-        try:
-            # supernets first: they are the long trials, stand-alone ones fill in after
+                gt_jobs.append({"kind": "gt", "space": cfg, "data": dcfg, "arch": dict(a), "protocol": asdict(proto),
+                                "cache": str(path.resolve()), "key": key, "name": name, "arch_id": a.id})
+    say(f"ground truth: {len(gt_found)} cached, {len(gt_jobs)} to train ({proto.gt_seeds} seeds x "
+        f"{proto.gt_epochs} epochs each)")
+    for job, res in zip(gt_jobs, run_jobs(gt_jobs, out, args.cpus, args.address)):
+        gt_found[(job["name"], job["arch_id"])] = (res, False)
+
+    report = header + [""]
+    csv_rows = ["space,strategy,seed,epochs,subnet_steps,tau_loss,tau_acc,cached,error"]
+    gt_rows = ["space,arch,macs," + ",".join(f"loss_s{s},acc_s{s}" for s in range(proto.gt_seeds))]
+    sn_plan: list[tuple[str, dict[str, Any]]] = []
+    ranked = {}
+    for name in spaces:
+        cfg, space, dcfg, archs = setups[name]
+        results = [gt_found[(name, a.id)] for a in archs]
+        errors = [r["error"] for r, _ in results if "error" in r]
+        if errors:
+            report += [f"## {name}: ground truth failed ({errors[0]})", ""]
+            continue
+        losses = np.array([[s["loss"] for s in r["seeds"]] for r, _ in results]).T  # seeds x archs
+        accs = np.array([[s["acc"] for s in r["seeds"]] for r, _ in results]).T
+        macs = np.array([space.macs(a) for a in archs], dtype=np.float64)
+        for a, (r, _) in zip(archs, results):
+            gt_rows.append(f"{name},{a.id},{int(r['macs'])}," + ",".join(f"{s['loss']:.5f},{s['acc']:.4f}"
+                                                                          for s in r["seeds"]))
+        agree, pairs = seed_agreement(losses)
+        agree_acc, _ = seed_agreement(accs)
+        n_cached = sum(c for _, c in results)
+        report += [f"## {name}: `{space.config.name}` ({space.count():,} archs), {len(archs)} archs, MACs "
+                   f"{macs.min() / 1e6:.2f}-{macs.max() / 1e6:.2f} M",
+                   f"Ground truth ({proto.gt_seeds} seeds x {proto.gt_epochs} epochs; {n_cached}/{len(archs)} archs "
+                   f"from the cache): val loss {losses.mean(0).min():.3f}-{losses.mean(0).max():.3f}, val accuracy "
+                   f"{accs.mean(0).min():.3f}-{accs.mean(0).max():.3f}; seed-vs-seed τ (val loss) "
+                   f"**{_fmt(agree)}** (pairs {', '.join(_fmt(t) for t in pairs)}), on accuracy {_fmt(agree_acc)}."]
+        if agree < MIN_GT_TAU and not args.quick:
+            report += [f"Not ranked: the ground truth agrees with itself at τ {_fmt(agree)} < {MIN_GT_TAU}.", ""]
+            continue
+        ranked[name] = (losses.mean(0), accs.mean(0), macs)
+        train = {"lr": proto.lr, "warmup_epochs": proto.warmup_epochs, "label_smoothing": proto.label_smoothing,
+                 "grad_clip": proto.grad_clip, "threads": 1}
+        data = _data(dcfg, space.config.input_channels)
+        for v in chosen or STRATEGIES_OF[name]:
+            strat, opts = VARIANTS[v]
             try:
-                ran = run_jobs(sn_jobs + sa_jobs, "ranking", out, args.cpus)
-            except Exception as e:  # e.g. Ray's OOM killer on a crowded node: keep what the trials cached
-                say(f"  Ray Tune stopped ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                    "collecting the trials that finished")
-                ran = []
-                for job in sn_jobs + sa_jobs:
-                    f = Path(job["cache"])
-                    res = json.loads(f.read_text()) if f.exists() else None
-                    if res is not None and res.get("key") == job["key"]:
-                        ran.append({**res, "job": job})
-                    elif job["kind"] == "supernet":
-                        ran.append({"error": "trial did not finish", "job": job})
-            for res in ran:
-                job = res.pop("job")
-                if "error" in res:
-                    say(f"  trial failed ({job['kind']} {job.get('variant', job.get('arch'))}): {res['error']}")
-                    if job["kind"] == "supernet":
-                        sn_results.append({"variant": job["variant"], "seed": job["seed"], "error": res["error"]})
-                    continue
-                if job["kind"] == "standalone":
-                    res["key"] = key
-                    sa_results.append(res)
-                else:
-                    res["key"] = {**key, "archs": [a.id for a in archs]}
-                    res["planned"] = job["planned"]
-                    sn_results.append(res)
-                from nasplat.io import write_json
+                epochs, planned = epochs_for_budget(strat, opts, train, space, data, proto.budget, proto.batch_size)
+            except Exception as e:  # a strategy that cannot run on this space is reported, not fatal
+                sn_plan.append((name, {"variant": v, "error": f"{type(e).__name__}: {e}"}))
+                continue
+            for s in range(proto.seeds):
+                tr = {**train, "strategy": strat, "options": opts, "epochs": epochs}
+                key = {"code": version, "protocol": asdict(proto), "space": cfg, "data": dcfg, "kind": "supernet",
+                       "variant": v, "seed": s, "train": tr, "archs": [a.id for a in archs]}
+                path = out / "cache" / name / f"sn_{v}_s{s}.json"
+                sn_plan.append((name, {"kind": "supernet", "space": cfg, "data": dcfg, "variant": v, "seed": s,
+                                       "train": tr, "archs": [dict(a) for a in archs], "protocol": asdict(proto),
+                                       "run_dir": str((out / "supernets" / name / f"{v}_s{s}").resolve()),
+                                       "cache": str(path.resolve()), "key": key, "planned": planned}))
+        report.append("")
 
-                write_json(job["cache"], res)
-        finally:
-            if started:
-                ray.shutdown()
-    wall = time.perf_counter() - t0
-
-    # the table ----------------------------------------------------------------------------
-    from nasplat.io import write_text
-
-    by_arch: dict[str, list[dict[str, Any]]] = {}
-    for r in sa_results:
-        by_arch.setdefault(r["arch"], []).append(r)
-    sa_acc = {a: float(np.mean([r["acc"] for r in rs])) for a, rs in by_arch.items()}
-    sa_loss = {a: float(np.mean([r["loss"] for r in rs])) for a, rs in by_arch.items()}
-    lines = ["arch,macs,params," + ",".join(f"acc_s{s}" for s in range(args.standalone_seeds)) + ",acc_mean,loss_mean"]
-    for a in archs:
-        rs = sorted(by_arch.get(a.id, []), key=lambda r: r["seed"])
-        lines.append(f"{a.id},{space.macs(a)},{space.num_params(a)},"
-                     + ",".join(f"{r['acc']:.4f}" for r in rs) + f",{sa_acc.get(a.id, float('nan')):.4f},"
-                     f"{sa_loss.get(a.id, float('nan')):.4f}")
-    write_text(out / "standalone.csv", "\n".join(lines) + "\n")
-    accs = [sa_acc[a.id] for a in archs if a.id in sa_acc]
-    rows, per_variant = [], {}
-    complete = [a for a in archs if a.id in sa_acc]
-    for r in sorted(sn_results, key=lambda r: (names.index(r["variant"]) if r["variant"] in names else 99, r["seed"])):
-        if "error" in r:
-            rows.append({"strategy": r["variant"], "seed": r["seed"], "error": r["error"]})
+    # supernets ----------------------------------------------------------------------------------
+    sn_found: dict[tuple[str, str, int], tuple[dict[str, Any], bool]] = {}
+    todo = []
+    for name, job in sn_plan:
+        if "error" in job:
             continue
-        sn_a = [r["archs"][a.id]["acc"] for a in complete]
-        sn_l = [r["archs"][a.id]["loss"] for a in complete]
-        r["tau_acc"], r["rho_acc"] = correlations(sn_a, [sa_acc[a.id] for a in complete])
-        r["tau_loss"], r["rho_loss"] = correlations(sn_l, [sa_loss[a.id] for a in complete])
-        rows.append({"strategy": r["variant"], "seed": r["seed"], "epochs": r["epochs"],
-                     "subnet_steps": r["subnet_steps"], "tau_acc": r["tau_acc"], "rho_acc": r["rho_acc"],
-                     "tau_loss": r["tau_loss"], "rho_loss": r["rho_loss"],
-                     "sn_acc_mean": float(np.mean(sn_a)), "train_s": r["train_seconds"]})
-        per_variant.setdefault(r["variant"], []).append(r)
-    cols = ["strategy", "seed", "epochs", "subnet_steps", "tau_acc", "rho_acc", "tau_loss", "rho_loss",
-            "sn_acc_mean", "train_s", "error"]
-    write_text(out / "ranking.csv", ",".join(cols) + "\n" + "".join(
-        ",".join(str(row.get(c, "")) for c in cols) + "\n" for row in rows))
-    for v, runs in per_variant.items():
-        _scatter(out / f"scatter_{v}.png", v, sa_acc, runs, complete)
+        hit = cached(Path(job["cache"]), job["key"])
+        if hit is not None:
+            sn_found[(name, job["variant"], job["seed"])] = (hit, True)
+        else:
+            todo.append((name, job))
+    say(f"supernets: {len(sn_found)} cached, {len(todo)} to train (budget {proto.budget} subnet-steps)")
+    for (name, job), res in zip(todo, run_jobs([j for _, j in todo], out, args.cpus, args.address)):
+        sn_found[(name, job["variant"], job["seed"])] = (res, False)
 
-    md = [f"Machine: {machine()}; date {today()}; wall {wall:.0f} s for {todo} trials.",
-          f"Space `{space.config.name}` ({space.count():,} archs), data `{data_cfg['name']}`; {len(complete)} archs, "
-          f"MACs {space.macs(archs[0]):,}..{space.macs(archs[-1]):,}; stand-alone: {args.standalone_epochs} "
-          f"epochs x {args.standalone_seeds} seed(s), val accuracy {min(accs):.3f}..{max(accs):.3f} "
-          f"(mean {np.mean(accs):.3f}, {len(set(np.round(accs, 4)))} distinct values); supernet budget "
-          f"{args.budget} subnet-steps (batch {bs}).", "",
-          "| strategy | seed | epochs | subnet-steps | τ (acc) | ρ (acc) | τ (val loss) | ρ (val loss) | mean inherited acc |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        if "error" in row:
-            md.append(f"| {row['strategy']} | {row['seed']} | — | — | error: {row['error']} | | | | |")
-            continue
-        md.append(f"| {row['strategy']} | {row['seed']} | {row['epochs']} | {row['subnet_steps']} | "
-                  f"{_fmt(row['tau_acc'])} | {_fmt(row['rho_acc'])} | {_fmt(row['tau_loss'])} | "
-                  f"{_fmt(row['rho_loss'])} | {row['sn_acc_mean']:.3f} |")
-    for v, runs in per_variant.items():
-        md.append(f"| **{v} mean** | {len(runs)} seeds | | | **{_fmt(np.nanmean([r['tau_acc'] for r in runs]))}** | "
-                  f"{_fmt(np.nanmean([r['rho_acc'] for r in runs]))} | "
-                  f"**{_fmt(np.nanmean([r['tau_loss'] for r in runs]))}** | "
-                  f"{_fmt(np.nanmean([r['rho_loss'] for r in runs]))} | |")
-    if args.standalone_seeds >= 2:  # the noise ceiling: stand-alone seed 0 vs seed 1
-        two = [a for a in complete if len(by_arch[a.id]) >= 2]
-        s0 = {a.id: next(r for r in by_arch[a.id] if r["seed"] == 0) for a in two}
-        s1 = {a.id: next(r for r in by_arch[a.id] if r["seed"] == 1) for a in two}
-        ta, ra = correlations([s0[a.id]["acc"] for a in two], [s1[a.id]["acc"] for a in two])
-        tl, rl = correlations([s0[a.id]["loss"] for a in two], [s1[a.id]["loss"] for a in two])
-        md.append(f"| *stand-alone seed 0 vs seed 1 (noise ceiling)* | | | | {_fmt(ta)} | {_fmt(ra)} | "
-                  f"{_fmt(tl)} | {_fmt(rl)} | |")
-    text = "\n".join(md) + "\n"
+    for name, (gt_loss, gt_acc, macs) in ranked.items():
+        cfg, space, dcfg, archs = setups[name]
+        ids = [a.id for a in archs]
+        variants = [v for v in (chosen or STRATEGIES_OF[name])]
+        sn_loss, sn_acc, info = {}, {}, {}
+        for v in variants:
+            runs = [sn_found.get((name, v, s)) for s in range(proto.seeds)]
+            planned_err = next((j["error"] for n, j in sn_plan if n == name and j.get("variant") == v and "error" in j),
+                               None)
+            errs = [r["error"] for r, _ in filter(None, runs) if "error" in r]
+            if planned_err or errs or None in runs:
+                info[v] = {"error": planned_err or (errs[0] if errs else "missing")}
+                csv_rows.append(f"{name},{v},,,,,,,{info[v]['error']!r}")
+                continue
+            sn_loss[v] = np.array([[r["archs"][i]["loss"] for i in ids] for r, _ in runs])
+            sn_acc[v] = np.array([[r["archs"][i]["acc"] for i in ids] for r, _ in runs])
+            info[v] = {"epochs": runs[0][0]["epochs"], "steps": runs[0][0]["subnet_steps"],
+                       "cached": sum(c for _, c in runs), "inherited": float(sn_acc[v].mean())}
+            for (r, c), row_l, row_a in zip(runs, sn_loss[v], sn_acc[v]):
+                csv_rows.append(f"{name},{v},{r['seed']},{r['epochs']},{r['subnet_steps']},{tau(row_l, gt_loss):.4f},"
+                                f"{tau(row_a, gt_acc):.4f},{int(c)},")
+        ci, delta = bootstrap(sn_loss, gt_loss, "uniform", proto.resamples)
+        thirds = terciles(macs)
+        report += [f"### {name}: supernet vs ground truth (val loss), {proto.seeds} seeds per strategy",
+                   "| strategy | epochs | subnet-steps | τ | 95% CI | Δτ vs uniform [95% CI] | ≥ uniform? | "
+                   "τ low / mid / high MACs | τ (acc) | inherited acc | cached |",
+                   "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for v in variants:
+            if "error" in info[v]:
+                report.append(f"| {v} | error: {info[v]['error']} |||||||||| |")
+                continue
+            t = mean_tau(sn_loss[v], gt_loss)
+            terc = " / ".join(_fmt(mean_tau(sn_loss[v][:, part], gt_loss[part])) for part in thirds)
+            if v in delta:
+                d, lo, hi = delta[v]
+                dtext, verdict = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]", ("yes" if lo > -MARGIN else "not shown")
+            else:
+                dtext, verdict = "—", "—"
+            if args.quick:
+                verdict = "(quick)"
+            report.append(f"| {v} | {info[v]['epochs']} | {info[v]['steps']} | **{_fmt(t)}** | {_ci(ci[v])} | {dtext} | "
+                          f"{verdict} | {terc} | {_fmt(mean_tau(sn_acc[v], gt_acc))} | {info[v]['inherited']:.3f} | "
+                          f"{info[v]['cached']}/{proto.seeds} |")
+        if sn_loss:
+            best = max(sn_loss, key=lambda v: mean_tau(sn_loss[v], gt_loss))
+            report += ["", f"Best strategy: {best}, τ {_fmt(mean_tau(sn_loss[best], gt_loss))} (goal ≥ 0.8)."]
+        report.append("")
+    wall = time.perf_counter() - t_start
+    report.append(f"Wall time {wall / 60:.1f} min (load average {__import__('os').getloadavg()[0]:.1f} at the end).")
+    text = "\n".join(report) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "ranking.md", text)
+    write_text(out / "ranking.csv", "\n".join(csv_rows) + "\n")
+    write_text(out / "ground_truth.csv", "\n".join(gt_rows) + "\n")
     print(text)
-    print(f"written: {out}/ranking.md, ranking.csv, standalone.csv, scatter_*.png")
+    print(f"written: {out}/ranking.md, ranking.csv, ground_truth.csv")
     return 0
 
 
