@@ -69,6 +69,20 @@ def _installed_package() -> Path:
     return Path(out.strip()).resolve()
 
 
+def _hidden_folders(paths: list[Path], keep: Path) -> list[Path]:
+    """The outermost of ``paths``, each split into its sub-folders where it holds ``keep``
+    (the virtual environment lives in the repository on CI: the node needs its Python)."""
+    out: list[Path] = []
+    for p in sorted(set(paths), key=lambda p: len(p.parts)):
+        if any(q == p or q in p.parents for q in out):
+            continue
+        if p == keep or p in keep.parents:
+            out += _hidden_folders([c for c in p.iterdir() if c.is_dir() and not c.is_symlink() and c != keep], keep)
+        else:
+            out.append(p)
+    return out
+
+
 class Cluster:
     def __init__(self, tmp: Path, repo: Path):
         self.tmp, self.repo = tmp, repo
@@ -90,8 +104,7 @@ class Cluster:
         worker = [RAY, "start", "--address", self.address, "--num-cpus", "2",
                   "--temp-dir", tempfile.mkdtemp(prefix="rw", dir="/tmp"), *_node_ports()]
         if self.isolated:
-            hide = sorted({self.repo, _installed_package(), self.hidden}, key=lambda p: -len(p.parts))
-            hide = [p for p in hide if not any(q != p and q in p.parents for q in hide)]
+            hide = _hidden_folders([self.repo, _installed_package(), self.hidden], Path(sys.prefix).resolve())
             script = " && ".join([NAMESPACE_SETUP.format(p) for p in hide] + ["exec " + " ".join(worker)])
             worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
         self._run(worker)

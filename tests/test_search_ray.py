@@ -66,9 +66,10 @@ def test_resume_after_driver_sigkill_evaluates_no_arch_twice(ray_session, tmp_pa
     from nasplat.search.stage import run_search, storage_url
     from nasplat.search.storage import read_storage
 
-    budget = 14
+    budget = 30  # far beyond the kill point; calib_batch 1 makes each evaluation slow enough to poll
     p = write_experiment(tmp_path, {"searcher": "nsga2", "objectives": ["accuracy", "macs"], "budget": budget,
-                                    "population": 4, "workers": 2, "constraints": ["macs <= 500k"]})
+                                    "population": 4, "workers": 2, "constraints": ["macs <= 500k"],
+                                    "calib_batch": 1})
     exp = load_experiment(p)
     gcs = ray.get_runtime_context().gcs_address
     env = {**os.environ, "PYTHONPATH": str(p.parent.parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -78,7 +79,7 @@ def test_resume_after_driver_sigkill_evaluates_no_arch_twice(ray_session, tmp_pa
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.2)
             try:
                 study = optuna.load_study(study_name=exp.config.name, storage=read_storage(storage_url(exp)))
                 done_before = len(_evaluated(study))
