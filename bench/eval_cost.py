@@ -23,7 +23,7 @@ MACs are evaluated by the reference (OFA's protocol: 2000 random training images
 the experiment's seed, capped at the training split, batch 200) and by each fast path;
 Kendall tau between their accuracies.
 
-Goal (issue 13 / DESIGN §9): a fast path whose extract + recalibration costs <= 1/2 of
+Goal (docs/benchmarks.md): a fast path whose extract + recalibration costs <= 1/2 of
 OFA's at Kendall tau >= 0.95. The issue quotes OFA at 0.65 / 1.8 / 5.9 s (min / mid /
 max, 32x32); this bench measures OFA's code on this machine in the same process instead.
 

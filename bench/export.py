@@ -1,5 +1,5 @@
 """Benchmark ``export``: ONNX Runtime latency ÷ torch eager latency of the same static
-subnet, batch 1, 2 threads (DESIGN §9; OFA's exported max subnet: 0.25 at 32x32, 0.47
+subnet, batch 1, 2 threads (docs/benchmarks.md; OFA's exported max subnet: 0.25 at 32x32, 0.47
 at 224x224 on this kind of machine — lower is better).
 
     python -m bench.export            # 10 archs per space (max subnet first), 3 processes

@@ -1,5 +1,5 @@
 """latency_transfer: a new device's latency predictor from few measurements, with a device
-already profiled as the prior (issue 13, item 7).
+already profiled as the prior (docs/benchmarks.md).
 
 Known device: ``local-cpu`` (fp32), through its fitted predictor — the shipped one
 (``predictors/ofa_mbv3_small/local-cpu``, 300 archs) when it was measured on a machine
@@ -18,7 +18,7 @@ device's prediction as the prior, see nasplat/predict/transfer.py) and the plain
 ``learned`` predictor on the n measurements, and reports the share of the test archs
 within ±10 % and Spearman ρ. Statistic: the profile's (median).
 
-Goal (DESIGN §9, P3): ≥ 99 % within ±10 % and ρ ≥ 0.98 from ≤ 100 measured archs.
+Goal (docs/benchmarks.md): ≥ 99 % within ±10 % and ρ ≥ 0.98 from ≤ 100 measured archs.
 Anchors: nn-Meter 99.0 % within ±10 % on a mobile CPU (from thousands of kernel
 measurements); HELP ρ 0.989 from 10 measurements per device (meta-trained on many devices).
 

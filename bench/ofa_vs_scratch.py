@@ -1,6 +1,6 @@
 """``ofa_vs_scratch``: accuracy of subnets extracted from a progressive-shrinking
 supernet (BN recalibrated, no retraining) minus the same architectures trained from
-scratch for as many epochs as the whole PS schedule (DESIGN §9; OFA: "same level").
+scratch for as many epochs as the whole PS schedule (docs/benchmarks.md; OFA: "same level").
 Goal: mean difference ≥ −0.5 pt.
 
 Two supernets of the experiment, side by side: OFA's recipe as the experiment gives it

@@ -1,5 +1,5 @@
 """``overhead``: training-step time of a subnet run inside the elastic supernet ÷ the same
-subnet extracted as a static network (DESIGN §9).
+subnet extracted as a static network (docs/benchmarks.md).
 
 A train step = zero_grad, forward, cross-entropy, backward, SGD (momentum 0.9,
 Nesterov) step. For the max, a mid (middle choice everywhere) and the min subnet of
@@ -7,11 +7,11 @@ Nesterov) step. For the max, a mid (middle choice everywhere) and the min subnet
 (static extract) are timed alternately in one process, step by step, and the figure is
 the median of the per-pair ratios A/B (the machine is shared and noisy; medians of
 interleaved pairs cancel most of the drift). Anchor column: OFA's own code, max
-1.00–1.01, mid 1.03, min 1.07–1.08, quoted from DESIGN §9 (an earlier measurement on
+1.00–1.01, mid 1.03, min 1.07–1.08, quoted in docs/benchmarks.md (an earlier measurement on
 a 2-core CPU machine; its protocol is not recorded); the second table measures OFA's
 supernet ÷ static ratio in the same run instead. Goal: ≤ 1.01 / 1.02 / 1.04.
 
-Second table, "nasplat step ÷ OFA step" (DESIGN §9, goal ≤ 0.90): the official
+Second table, "nasplat step ÷ OFA step" (docs/benchmarks.md, goal ≤ 0.90): the official
 ``OFAMobileNetV3`` (the ``ofa`` package, setup.cfg's test extra) and nasplat's supernet
 of ``search_spaces/ofa_mbv3.yaml`` with the same weights (converted), the same subnet
 active in each (max / mid / min), the same batch of 64 at 32×32 and 64×64, the same

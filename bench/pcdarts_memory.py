@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ANCHOR = {  # official PC-DARTS code, this kind of machine (issue 7): MiB added, step s
+ANCHOR = {  # official PC-DARTS code, a 2-core Xeon like this one (docs/benchmarks.md): MiB added, step s
     (4, 32): (1497, 2.23), (1, 32): (4775, 4.57), (4, 64): (2983, 3.52), (1, 64): (9506, 12.41)}
 
 

@@ -25,7 +25,7 @@ the decision rule are fixed here, before any run:
    Δτ against uniform paired by seed and arch (same resamples) with its interval; τ
    within MACs terciles (size alone inflates a global τ); τ on accuracy (secondary).
 5. Decision rule: "A ≥ uniform" only when the lower bound of Δτ(A − uniform) is above
-   −0.05; otherwise the data do not show it. The goal (DESIGN §9, P6): τ ≥ 0.8 for the
+   −0.05; otherwise the data do not show it. The goal (docs/benchmarks.md): τ ≥ 0.8 for the
    best strategy and PA&DA ≥ uniform by this rule; anchor: PA&DA ranks NAS-Bench-201
    better than SPOS/uniform sampling (Lu et al., CVPR 2023, Table 1).
 

@@ -4,8 +4,8 @@ whichever evaluator is free; 1 torch thread per actor).
 
 Both pools are started once (weights through the object store, sent to each actor by
 a method call), then rounds alternate 1-actor and 2-actor pools over the same archs
-(stratified over MACs); the ratio is the median over rounds. Goal (issue 12, with the
-asynchronous pool): >= 1.9 on a 2-core machine (issue 5: >= 1.7).
+(stratified over MACs); the ratio is the median over rounds. Goal (docs/benchmarks.md, with the
+asynchronous pool): >= 1.9 on a 2-core machine (>= 1.7 before the pool was asynchronous).
 
     python -m bench.ray_scaling [--quick] [--archs N] [--rounds R]
 """

@@ -23,8 +23,8 @@ supernet table only (an ask takes seconds; capped at R <= 200). Each run stops o
 reaches the target (or after ``--cap``, default R, evaluations). Seeds 0..S-1 for each
 searcher; random's seeds define the target (the median of its final hypervolumes).
 
-Goal (issue 13, DESIGN §9): LINAS <= 125 evaluations and <= 1/2 of both NSGA-IIs.
-Anchor (DESIGN §9): DyNAS-T's LINAS needs about half the evaluations of its NSGA-II
+Goal (docs/benchmarks.md): LINAS <= 125 evaluations and <= 1/2 of both NSGA-IIs.
+Anchor (docs/benchmarks.md): DyNAS-T's LINAS needs about half the evaluations of its NSGA-II
 (the LINAS paper, Cummings et al., 2022).
 
     python -m bench.search_efficiency [--quick] [--objective predictor|supernet|both] [--seeds 5]

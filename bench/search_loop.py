@@ -5,7 +5,7 @@
    distinct archs; the time of each block of 100 trials shows whether the cost grows with
    the study. Goal: <= 10 ms per trial at 1000 trials, flat.
 2. ``nasplat search`` (a subprocess, wall time including start-up) of the same problem.
-   Goal: <= 30 s for 1000 trials on 2 cores (6 min 15 s before issue 13).
+   Goal: <= 30 s for 1000 trials on 2 cores (6 min 15 s when Optuna's RDB storage re-read every trial).
 3. ``nasplat search`` with ``accuracy: predictor`` and MACs for 1000 evaluations (MACs,
    not a latency predictor: the shipped one describes one machine only and this part must
    run anywhere). The accuracy predictor is fitted by

@@ -151,7 +151,7 @@ def nasplat(cluster: Cluster, repo: Path, *args: str, timeout: int = 400, **pope
 
 
 def console_is_clean(out: str, failures: bool = False) -> None:
-    """None of the lines issue 12 names; no traceback unless a failure was provoked."""
+    """No Ray error, warning or traceback line; no traceback unless a failure was provoked."""
     banned = ["core_worker.cc", "constructor arguments in the object store", "Failed to query Ray Train",
               "Token authentication", "\x1b[", "repeated"] + ([] if failures else ["Traceback", "WARNING", "ERROR"])
     for bad in banned:

@@ -15,7 +15,7 @@ def test_shipped_profiles_load():
     fp32, int8 = load_profile("local-cpu"), load_profile("local-cpu-int8")
     assert isinstance(fp32, HardwareProfile) and fp32.precision == "fp32" and fp32.where == "local"
     assert int8.precision == "int8" and int8.quantization.calib_images >= 1
-    # DESIGN §6 protocol: warm-up >= 10 runs, >= 50 timed runs, median
+    # the timing protocol of hw_profiles/README.md: warm-up >= 10 runs, >= 50 timed runs, median
     assert fp32.protocol.warmup_runs >= 10 and fp32.protocol.timed_runs >= 50 and fp32.protocol.statistic == "median"
     s = fp32.settings()
     assert s["inter_op_threads"] == 1 and s["protocol"]["timed_runs"] == fp32.protocol.timed_runs

@@ -1,4 +1,4 @@
-"""Results you can trust (issue 15), through the real ``nasplat`` CLI in subprocesses:
+"""Results you can trust after a retrain, a crash or a second writer, through the real ``nasplat`` CLI in subprocesses:
 
 * retrain, then search: the search names the changed supernet and refuses; ``nasplat
   run`` re-runs exactly the stale stages (search, export), names them, and the new

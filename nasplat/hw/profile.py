@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 
 
 class Protocol(_Strict):
-    """How a model is timed. DESIGN §6: warm-up >= 10 runs or >= 0.5 s, >= 50 timed runs,
+    """How a model is timed. hw_profiles/README.md: warm-up >= 10 runs or >= 0.5 s, >= 50 timed runs,
     median, raw samples kept. The experiment's ``profile.protocol`` may lower the counts
     (e.g. for a quick demo); the shipped profiles keep the full protocol."""
 

@@ -10,7 +10,7 @@ without nasplat). On a machine with nasplat::
     nasplat device-run BUNDLE --out CSV
     python -m nasplat.hw.runner BUNDLE --out CSV
 
-Protocol (DESIGN §6): every model gets a fresh ``InferenceSession`` created from bytes,
+Protocol (hw_profiles/README.md): every model gets a fresh ``InferenceSession`` created from bytes,
 models run in a random (seeded) order, a warm-up of at least ``warmup_runs`` runs *and*
 ``warmup_seconds`` seconds, then ``timed_runs`` timed runs of batch ``batch_size``; the
 row keeps the raw samples (ms) plus median, IQR, mean, std and min, and

@@ -1,4 +1,4 @@
-"""Predictor metrics on held-out archs (DESIGN §6): RMSE, RMSPE, share of predictions
+"""Predictor metrics on held-out archs (docs/benchmarks.md, latency_predictor): RMSE, RMSPE, share of predictions
 within ±5% / ±10% of the measurement, Spearman ρ and Kendall τ (scipy)."""
 from __future__ import annotations
 

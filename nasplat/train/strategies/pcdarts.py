@@ -21,7 +21,7 @@ Data: the official search augments both halves with random crop (4-pixel padding
 horizontal flip, no cutout: ``data.augment: darts`` (a note is printed when it is off).
 
 Hyper-parameters: the weight and architecture optimisers are configured here, in
-``train.options`` (defaults: DESIGN §5 / the paper); ``train.lr``, ``momentum``,
+``train.options`` (defaults: docs/methods/pcdarts.md / the paper); ``train.lr``, ``momentum``,
 ``nesterov``, ``weight_decay``, ``label_smoothing`` and ``warmup_epochs`` are not used
 by this strategy. ``train.epochs`` and the batch size keep their usual meaning (the
 paper: 50 epochs, batch 256, K=4 on CIFAR-10).

@@ -1,6 +1,6 @@
 """``progressive_shrinking`` (Once-for-All, Cai et al. 2020) for ``mbv3`` spaces.
 
-Phases, each starting from the previous one's weights (DESIGN §5):
+Phases, each starting from the previous one's weights (docs/methods/ofa.md):
 
 =========  =======  ========  =========  ===============  =====================
 phase      kernel   expand    depth      subnets / step   OFA epochs, base lr
