@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|")
         for k, (tau, diff) in fid.items():
             print(f"| {k} | {tau:.3f} | {diff:.2f} |")
-    print("\nAnchor: OFA's own code measured above (the issue quotes 0.65 / 1.8 / 5.9 s for min / mid / max at 32x32).")
+    print("\nAnchor: OFA's own code measured above (docs/benchmarks.md quotes 0.65 / 1.8 / 5.9 s for min / mid / max at 32x32).")
     return 0
 
 
