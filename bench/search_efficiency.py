@@ -131,7 +131,7 @@ def run_one(prob: Any, acc_fn: Callable[[list[Any]], list[float]], searcher: str
                        linas={"inner_evals": inner_evals, "inner_population": 50})
     front: list[np.ndarray] = []
 
-    def expensive(archs, done):
+    def expensive(archs, done, failed=None):
         for i, v in enumerate(acc_fn(list(archs))):
             done(i, {"accuracy": v, "seconds": 0.0})
             if target is not None:  # stop at the evaluation that reaches the target

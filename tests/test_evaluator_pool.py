@@ -69,3 +69,33 @@ def test_async_pool_timeout_and_failures_cost_one_arch_each(ray_session, tmp_pat
         assert rest["f3"].result["accuracy"] == local.evaluate(fast[3].to_json())["accuracy"]
     finally:
         pool.shutdown()
+
+
+def test_an_evaluation_that_raises_fails_that_trial_only_and_says_why(ray_session, tmp_path, capsys):
+    import optuna
+
+    ray = ray_session
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    from nasplat.experiment import load_experiment
+    from nasplat.search.runner import SearchLoop
+    from nasplat.search.stage import build_problem, evaluator_init, load_supernet_weights
+
+    exp = load_experiment(write_experiment(tmp_path, {"searcher": "random", "objectives": ["accuracy", "macs"],
+                                                      "budget": 6, "population": 3, "workers": 2,
+                                                      "calib_batch": 64, "val_images": 100}))
+    cfg, prob = exp.config.search, build_problem(exp)
+    study = optuna.create_study(directions=prob.directions)
+    # the arch the random searcher proposes first raises inside its actor
+    first = SearchLoop(prob, cfg, optuna.create_study(directions=prob.directions), seed=0)._ask_round(1)[1][0]
+    init = {**evaluator_init(exp, cfg, load_supernet_weights(exp)), "slow": "", "bad": first.id}
+    pool = EvaluatorPool(2, init, max_restarts=0, evaluator=Misbehaving)
+    try:
+        result = SearchLoop(prob, cfg, study, seed=0, expensive=pool.map, quiet=True).run()
+    finally:
+        pool.shutdown()
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert [t.user_attrs["arch_id"] for t in failed] == [first.id]
+    assert failed[0].user_attrs["error"] == f"ValueError: no memory left for {first.id}"
+    assert len(result.records) == 6 and first.id not in {r["arch_id"] for r in result.records}
+    err = capsys.readouterr().err
+    assert f"evaluation of arch {first.id} failed" in err and "ValueError: no memory left" in err

@@ -40,7 +40,7 @@ def setup():
 
 
 def run(space, prob, searcher, seed, budget=80, **linas):
-    def expensive(archs, done):
+    def expensive(archs, done, failed=None):
         for i, a in enumerate(archs):
             done(i, {"accuracy": synthetic_accuracy(space, a)})
 
@@ -72,7 +72,7 @@ def test_pymoo_nsga2_runs_with_constraints_and_resumes(setup):
     prob = Problem(space, [Metric("accuracy", "maximize", expensive=True), make_metric("macs", ctx)],
                    [parse_constraint("macs <= 350k")])
 
-    def expensive(archs, done):
+    def expensive(archs, done, failed=None):
         for i, a in enumerate(archs):
             done(i, {"accuracy": synthetic_accuracy(space, a)})
 

@@ -36,7 +36,7 @@ def test_killing_an_evaluator_actor_loses_no_trial(ray_session, tmp_path):
     pids = [w["pid"] for w in pool.locations()]  # both built: each takes an arch as soon as it is free
     killed: list[str] = []
 
-    def expensive(archs, on_result):
+    def expensive(archs, on_result, on_error=None):
         def cb(i, res):
             if not killed:  # the other actor is mid-evaluation: kill it
                 killed.append(res["arch_id"])

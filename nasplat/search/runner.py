@@ -29,13 +29,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import optuna
 
+from ..errors import UserError
 from ..space import Arch, SearchSpace
 from ..ui import progress_bar, say
 from .encoding import TrialEncoding
 from .metrics import Constraint, Metric, constraint_values, hypervolume, pareto_mask
 from .searchers import SEARCHERS
 
-ExpensiveFn = Callable[[Sequence[Arch], Callable[[int, dict[str, Any]], None]], Any]
+# expensive(archs, on_result(i, result), on_error(i, completed)): evaluates the expensive metrics
+ExpensiveFn = Callable[[Sequence[Arch], Callable[[int, dict[str, Any]], None], Callable[[int, Any], None]], Any]
+# consecutive failed evaluations (none succeeding in between) after which the search stops
+MAX_FAILURES_IN_A_ROW = 20
 ENCODING = "ordinal-define-by-run/1"  # recorded in the study: an older study cannot be resumed with it
 DUPLICATE_ASKS = 20  # a round ends the search after this many asks per wanted arch without a new one
 
@@ -137,8 +141,12 @@ class SearchLoop:
     """Runs a search on ``study`` until ``budget`` distinct archs are evaluated.
 
     The loop sets the study's sampler to the searcher's and the study's metric names
-    (optuna-dashboard shows them). ``expensive(archs, done)`` evaluates the expensive
-    metrics, calling ``done(i, result)`` as each arch finishes; ``persist()`` writes the
+    (optuna-dashboard shows them). ``expensive(archs, done, failed)`` evaluates the expensive
+    metrics, calling ``done(i, result)`` as each arch finishes and ``failed(i, completed)``
+    for an evaluation that raised: that trial alone FAILs (its arch stays free to be
+    proposed again), the error's one-line message goes to the console, and the search goes
+    on; :data:`MAX_FAILURES_IN_A_ROW` failures with no success in between stop it with the
+    last message (a broken evaluator, not a bad arch). ``persist()`` writes the
     study (called after every round and at least every second while results arrive);
     ``on_round()`` runs after every round."""
 
@@ -157,6 +165,8 @@ class SearchLoop:
         self.known = records_from_study(study, problem.space)
         self.new_evaluations = 0
         self.duplicates = 0
+        self.failures = 0
+        self._failures_in_a_row = 0
         self._saved = time.monotonic()
 
     def _save(self, force: bool = False) -> None:
@@ -184,6 +194,20 @@ class SearchLoop:
         self.new_evaluations += 1
         self._save()
         return rec
+
+    def _tell_failure(self, trial: optuna.trial.Trial, arch: Arch, completed: Any) -> None:
+        message = getattr(completed, "message", "") or repr(completed)
+        trial.set_user_attr("arch_id", arch.id)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("error", message)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self.failures += 1
+        self._failures_in_a_row += 1
+        say(f"search: evaluation of arch {arch.id} failed (trial {trial.number} FAIL): {message}", True)
+        self._save()
+        if self._failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            raise UserError(f"{self._failures_in_a_row} evaluations in a row failed; the last: {message}", None,
+                            "search")
 
     def _set_constraints(self, trial: optuna.trial.Trial, cons: list[float]) -> None:
         """Optuna 5's constraint API (``constraints_func`` is deprecated there): every
@@ -253,9 +277,10 @@ class SearchLoop:
                             values[i][m.name] = float(res[m.name])
                         done_now.append(self._tell_result(trials[i], archs[i], values[i], res.get("seconds"),
                                                           res.get("node", "")))
+                        self._failures_in_a_row = 0
                         bar.advance(1, f"{p.expensive[0].name}={res.get(p.expensive[0].name, 0):.3f}")
 
-                    self.expensive(archs, done)
+                    self.expensive(archs, done, lambda i, completed: self._tell_failure(trials[i], archs[i], completed))
                 else:
                     done_now = [self._tell_result(t, a, v) for t, a, v in zip(trials, archs, values)]
                     bar.advance(len(archs))
