@@ -47,3 +47,21 @@ def trained_experiment(path, quick: bool = False, quick_epochs: int = 2):
               file=sys.stderr, flush=True)
         train_experiment(exp)
     return exp
+
+
+def recalibrated_accuracy(net, exp, data, arch, calib, mode: str = "ofa") -> float:
+    """Val accuracy of ``arch`` extracted from ``net`` after BN recalibration on the
+    batches ``calib`` (``nasplat.supernet.bn.calibration_batches``)."""
+    from nasplat.supernet import recalibrate_bn
+    from nasplat.supernet.evaluate import accuracy
+
+    r = exp.space.resolution(arch)
+    static = net.extract(arch)
+    recalibrate_bn(static, calib, r, mode=mode)
+    return accuracy(static, data, "val", r)
+
+
+def random_subnet_accuracies(net, exp, data, calib, n: int, rng) -> list:
+    """(arch, accuracy) of ``n`` subnets drawn with ``rng``, each recalibrated on ``calib``."""
+    archs = [exp.space.sample(rng) for _ in range(n)]
+    return [(a, recalibrated_accuracy(net, exp, data, a, calib)) for a in archs]

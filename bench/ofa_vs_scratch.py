@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench._common import machine, today
+from bench._common import machine, random_subnet_accuracies, recalibrated_accuracy, today
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,16 +116,6 @@ def variant(exp, suffix: str = "", output_dir: str | None = None, epochs: int | 
     return Experiment(cfg, exp.path, exp.space)
 
 
-def ps_accuracy(net, exp, data, arch, calib, mode: str) -> float:
-    from nasplat.supernet import recalibrate_bn
-    from nasplat.supernet.evaluate import accuracy
-
-    r = exp.space.resolution(arch)
-    static = net.extract(arch)
-    recalibrate_bn(static, calib, r, mode=mode)
-    return accuracy(static, data, "val", r)
-
-
 def recal_compare(net, exp, data, n: int) -> None:
     """``n`` random subnets under both BN recalibrations, at OFA's budget and a cheap one."""
     from nasplat.supernet.bn import calibration_batches
@@ -136,7 +126,7 @@ def recal_compare(net, exp, data, n: int) -> None:
         pairs = []
         for _ in range(n):
             a = exp.space.sample(rng)
-            pairs.append((ps_accuracy(net, exp, data, a, cal, "ofa"), ps_accuracy(net, exp, data, a, cal, "cumulative")))
+            pairs.append((recalibrated_accuracy(net, exp, data, a, cal, "ofa"), recalibrated_accuracy(net, exp, data, a, cal, "cumulative")))
         d = [o - c for o, c in pairs]
         print(f"BN recalibration, {n} random subnets, {sum(len(x) for x in cal)} images in batches of {bs}: "
               f"OFA's mean {statistics.mean(o for o, _ in pairs) * 100:.2f}%, cumulative "
@@ -209,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                        options={"expand_min_subnet": True}))
     if scratch:
         default = supernets["PS (OFA recipe)"]
-        acc = {k: [ps_accuracy(n, exp, data, a, calib, "ofa") for a in archs] for k, n in supernets.items()}
-        cumulative = [ps_accuracy(default, exp, data, a, calib, "cumulative") for a in archs]
+        acc = {k: [recalibrated_accuracy(n, exp, data, a, calib, "ofa") for a in archs] for k, n in supernets.items()}
+        cumulative = [recalibrated_accuracy(default, exp, data, a, calib, "cumulative") for a in archs]
         names = list(acc)
         print("| arch | r | MMACs | " + " | ".join(names) + " | from scratch | "
               + " | ".join(f"diff {k} (pt)" for k in names) + " |")
@@ -228,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.recal_check and not args.check_only:
         recal_compare(supernets["PS (OFA recipe)"], exp, data, args.recal_check)
     if args.check:
-        rng = np.random.default_rng(12345)
-        net = supernets["PS (OFA recipe)"]
-        accs = [ps_accuracy(net, exp, data, exp.space.sample(rng), calib, "ofa") * 100 for _ in range(args.check)]
+        drawn = random_subnet_accuracies(supernets["PS (OFA recipe)"], exp, data, calib, args.check,
+                                         np.random.default_rng(12345))
+        accs = [acc * 100 for _, acc in drawn]
         print(f"{args.check} random subnets after BN recalibration: min {min(accs):.2f}%, "
               f"mean {statistics.mean(accs):.2f}%, max {max(accs):.2f}%")
     return 0

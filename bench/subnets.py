@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import machine, today, trained_experiment  # noqa: E402
+from bench._common import machine, random_subnet_accuracies, today, trained_experiment  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,24 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import nasplat
+    from nasplat.supernet.bn import calibration_batches
 
     header = f"# subnets  {today()}  {machine()}"
     t0 = time.perf_counter()
     exp = trained_experiment(args.experiment)
     net, data = nasplat.load_supernet(exp), nasplat.load_data(exp)
-    rng = np.random.default_rng(args.seed)
-    rows = []
-    for _ in range(args.n):
-        arch = exp.space.sample(rng)
-        sub = nasplat.extract_subnet(net, arch, data, calib_images=exp.config.data.calib_images, seed=args.seed)
-        rows.append((arch.id, exp.space.macs(arch), nasplat.evaluate(sub, data, resolution=exp.space.resolution(arch))))
-    acc = np.array([r[2] for r in rows])
+    calib = calibration_batches(data, exp.config.data.calib_images, args.seed)  # drawn once for every subnet
+    drawn = random_subnet_accuracies(net, exp, data, calib, args.n, np.random.default_rng(args.seed))
+    acc = np.array([a for _, a in drawn])
     print(header)
     print(f"{exp.config.name} ({exp.space.config.name}), {args.n} random subnets (seed {args.seed}), "
           f"BN recalibrated on {exp.config.data.calib_images} images, val split of {len(data.val)}")
     print("\n| arch | MACs | accuracy |\n|---|---|---|")
-    for aid, macs, a in rows:
-        print(f"| {aid} | {macs / 1e6:.2f}M | {a:.2%} |")
+    for arch, a in drawn:
+        print(f"| {arch.id} | {exp.space.macs(arch) / 1e6:.2f}M | {a:.2%} |")
     print(f"\nmin {acc.min():.2%}, mean {acc.mean():.2%}, max {acc.max():.2%}  ({time.perf_counter() - t0:.0f} s)")
     return 0
 
