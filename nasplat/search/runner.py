@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import optuna
@@ -36,8 +36,11 @@ from .encoding import TrialEncoding
 from .metrics import Constraint, Metric, constraint_values, hypervolume, pareto_mask
 from .searchers import SEARCHERS
 
+if TYPE_CHECKING:
+    from .evaluator import Completed
+
 # expensive(archs, on_result(i, result), on_error(i, completed)): evaluates the expensive metrics
-ExpensiveFn = Callable[[Sequence[Arch], Callable[[int, dict[str, Any]], None], Callable[[int, Any], None]], Any]
+ExpensiveFn = Callable[[Sequence[Arch], Callable[[int, dict[str, Any]], None], Callable[[int, "Completed"], None]], Any]
 # consecutive failed evaluations (none succeeding in between) after which the search stops
 MAX_FAILURES_IN_A_ROW = 20
 ENCODING = "ordinal-define-by-run/1"  # recorded in the study: an older study cannot be resumed with it
@@ -165,7 +168,6 @@ class SearchLoop:
         self.known = records_from_study(study, problem.space)
         self.new_evaluations = 0
         self.duplicates = 0
-        self.failures = 0
         self._failures_in_a_row = 0
         self._saved = time.monotonic()
 
@@ -195,13 +197,12 @@ class SearchLoop:
         self._save()
         return rec
 
-    def _tell_failure(self, trial: optuna.trial.Trial, arch: Arch, completed: Any) -> None:
-        message = getattr(completed, "message", "") or repr(completed)
+    def _tell_failure(self, trial: optuna.trial.Trial, arch: Arch, completed: Completed) -> None:
+        message = completed.message
         trial.set_user_attr("arch_id", arch.id)
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("error", message)
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        self.failures += 1
         self._failures_in_a_row += 1
         say(f"search: evaluation of arch {arch.id} failed (trial {trial.number} FAIL): {message}", True)
         self._save()
